@@ -1,0 +1,73 @@
+"""Video reading and writing shared by every PTTA stage (PyAV; frames are uint8 RGB, (H, W, 3)).
+
+Decoding streams frame by frame so a two-hour file never sits in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+
+def iter_frames(path: str | Path, start: float = 0.0, end: float | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (time in seconds, RGB frame) for every decoded frame with start <= time < end."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if start > 0:
+            # seek lands on the keyframe before `start`; frames before it are skipped below.
+            container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * stream.time_base)
+            if t < start - 1e-6:
+                continue
+            if end is not None and t >= end - 1e-6:
+                break
+            yield t, frame.to_ndarray(format="rgb24")
+
+
+def sample_frames(path: str | Path, num_frames: int) -> np.ndarray:
+    """`num_frames` frames picked uniformly over the whole video, (num_frames, H, W, 3)."""
+    frames = [f for _, f in iter_frames(path)]
+    if not frames:
+        raise ValueError(f"{path}: no decodable video frames")
+    idx = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
+    return np.stack([frames[i] for i in idx])
+
+
+def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float, crf: int = 18) -> Path:
+    """Encode RGB uint8 frames as H.264 mp4 (yuv420p; odd sizes are padded by one pixel)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = [np.asarray(f, dtype=np.uint8) for f in frames]
+    if not frames:
+        raise ValueError(f"{path}: no frames to write")
+    h, w = frames[0].shape[:2]
+    pad_h, pad_w = h % 2, w % 2
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = w + pad_w, h + pad_h
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for frame in frames:
+            if pad_h or pad_w:
+                frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def write_gif(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float) -> Path:
+    """Write an animated GIF (loops forever)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0)
+    return path
