@@ -1,0 +1,169 @@
+"""Put HydraLoRA adapters into any nn.Module, take them out again, and act on all of them at once."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+
+from hydralora.config import HydraConfig
+from hydralora.layer import HydraLinear
+
+
+class HydraInjectionError(ValueError):
+    """The model and the config's target patterns do not fit together."""
+
+
+def name_matches(name: str, pattern: list[str] | str | None) -> bool:
+    """PEFT's rules: a string is a full-match regex, a list holds exact names or name suffixes."""
+    if pattern is None:
+        return False
+    if isinstance(pattern, str):
+        return re.fullmatch(pattern, name) is not None
+    return any(name == p or name.endswith("." + p) for p in pattern)
+
+
+def hydra_layers(model: nn.Module) -> Iterator[tuple[str, HydraLinear]]:
+    """Every HydraLinear once (a shared one under its first name), in module order."""
+    for name, module in model.named_modules():
+        if isinstance(module, HydraLinear):
+            yield name, module
+
+
+def _child_slots(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, nn.Module]]:
+    """(full name, parent, attribute, child) for every parent->child edge, shared children included."""
+    for parent_name, parent in model.named_modules(remove_duplicate=False):
+        for attr, child in parent._modules.items():
+            if child is not None:
+                yield (f"{parent_name}.{attr}" if parent_name else attr), parent, attr, child
+
+
+def _is_target(name: str, module: nn.Module, config: HydraConfig) -> bool:
+    if name_matches(name, config.exclude_modules):
+        return False
+    if config.target_modules == "all-linear":
+        return isinstance(module, nn.Linear)
+    return name_matches(name, config.target_modules)
+
+
+def inject(model: nn.Module, config: HydraConfig) -> nn.Module:
+    """Replace the matching nn.Linear modules of `model` by HydraLinear, in place; return `model`.
+
+    Every parameter outside the adapters is frozen. A Linear reachable under several names gets
+    one adapter, placed at each of them. Errors: nothing matched (the message lists candidates), a
+    match that is not nn.Linear, or a model that already has adapters.
+    """
+    if isinstance(model, HydraLinear) or any(True for _ in hydra_layers(model)):
+        raise HydraInjectionError("the model already has HydraLoRA adapters: call hydralora.unload(model) first")
+    if isinstance(model, nn.Linear):
+        raise HydraInjectionError("cannot replace the root module itself: wrap the nn.Linear in a container")
+    slots = list(_child_slots(model))
+    selected: dict[int, nn.Module] = {}
+    for name, _, _, child in slots:
+        if not _is_target(name, child, config):
+            continue
+        if not isinstance(child, nn.Linear):
+            raise HydraInjectionError(
+                f"target pattern matched {name!r}, a {type(child).__name__}: only nn.Linear can take a HydraLoRA "
+                f"adapter; narrow target_modules to the Linear names inside it, or exclude it with exclude_modules"
+            )
+        selected[id(child)] = child
+    if not selected:
+        candidates = [name for name, _, _, child in slots if isinstance(child, nn.Linear)]
+        shown = ", ".join(candidates[:30]) + (" ..." if len(candidates) > 30 else "")
+        raise HydraInjectionError(
+            f"target_modules={config.target_modules!r} (exclude_modules={config.exclude_modules!r}) matched no "
+            f"nn.Linear; candidates: {shown or 'none: the model has no nn.Linear'}"
+        )
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    wrappers = {key: HydraLinear(linear, config) for key, linear in selected.items()}
+    # a shared Linear is replaced wherever it appears, by the one wrapper made for it
+    for _, parent, attr, child in slots:
+        if id(child) in wrappers:
+            setattr(parent, attr, wrappers[id(child)])
+    return model
+
+
+def unload(model: nn.Module, merge: bool = False) -> nn.Module:
+    """Give back plain nn.Linear modules, with the adapters folded in when `merge`; return `model`."""
+    for _, parent, attr, child in list(_child_slots(model)):
+        if isinstance(child, HydraLinear):
+            if merge and not child.merged:
+                child.merge(keep_original=False)
+            elif not merge and child.merged:
+                child.unmerge()
+            setattr(parent, attr, child.base_layer)
+    return model
+
+
+def merge_adapter(model: nn.Module, keep_original: bool = True) -> None:
+    """Fold every adapter into its base weight (per-layer mixing only; see HydraLinear.merge)."""
+    for _, layer in _require_layers(model):
+        layer.merge(keep_original=keep_original)
+
+
+def unmerge_adapter(model: nn.Module) -> None:
+    """Undo `merge_adapter`."""
+    for _, layer in _require_layers(model):
+        layer.unmerge()
+
+
+def set_head_weights(model: nn.Module, weights: torch.Tensor | None) -> None:
+    """Override omega in every layer: (N,), (B, N) per sample, or per token; None restores mixing."""
+    for _, layer in _require_layers(model):
+        layer.set_head_weights(weights)
+
+
+@contextmanager
+def head_weights(model: nn.Module, weights: torch.Tensor) -> Iterator[nn.Module]:
+    """`with head_weights(model, w):` forwards inside use omega = w; the previous state returns after."""
+    layers = [layer for _, layer in _require_layers(model)]
+    previous = [layer.head_weights_override for layer in layers]
+    try:
+        for layer in layers:
+            layer.set_head_weights(weights)
+        yield model
+    finally:
+        for layer, old in zip(layers, previous):
+            layer.set_head_weights(old)
+
+
+def balance_loss(model: nn.Module) -> torch.Tensor:
+    """balance_loss_weight * the mean over router layers of the last training forward's Switch loss.
+
+    Zero (on the model's device) when no layer has one: no router, weight 0, or an eval forward.
+    """
+    layers = [layer for _, layer in hydra_layers(model) if layer.last_balance_loss is not None]
+    if not layers:
+        device = next(model.parameters()).device
+        return torch.zeros((), device=device)
+    weight = layers[0].config.balance_loss_weight
+    return weight * torch.stack([layer.last_balance_loss for layer in layers]).mean()
+
+
+def adapter_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """(name, parameter) of every trainable adapter parameter."""
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            yield name, parameter
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """{'trainable', 'total', 'adapter'} parameter counts (adapter: everything inside HydraLinears but the base)."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    adapter = sum(
+        p.numel() for _, layer in hydra_layers(model) for n, p in layer.named_parameters() if not n.startswith("base_layer.")
+    )
+    return {"trainable": trainable, "total": total, "adapter": adapter}
+
+
+def _require_layers(model: nn.Module) -> list[tuple[str, HydraLinear]]:
+    layers = list(hydra_layers(model))
+    if not layers:
+        raise HydraInjectionError("the model has no HydraLoRA adapters: call hydralora.inject(model, config) first")
+    return layers

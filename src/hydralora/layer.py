@@ -1,0 +1,183 @@
+"""`HydraLinear`: a frozen nn.Linear plus a HydraLoRA adapter (shared A, N heads B_i, mixed by omega)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from hydralora.config import HydraConfig
+from hydralora.functional import hydra_linear
+
+
+class HydraMergeError(RuntimeError):
+    """The adapter cannot be folded into the base weight (router mixing, or already merged)."""
+
+
+class HydraLinear(nn.Module):
+    """y = base(x) + (alpha / r) * sum_i omega_i B_i A dropout(x).
+
+    The base layer is kept as it is (same weight object, dtype and device) and frozen. Adapter
+    parameters are fp32 when the base is half precision, so small optimiser steps (the paper's
+    lr 2e-5) are not rounded away; they are cast to the input's dtype in the forward.
+
+    Parameters: `lora_A` (r, k), `lora_B` (N, d, r) with every head stacked, and by mixing mode
+    `router.weight` (N, k) or (N, r), `head_weights` (N,) learnable, or the buffer `head_weights`
+    (N,) for fixed mixing. Per layer: r*k + N*d*r, plus k*N or r*N (router) or N (learned).
+    """
+
+    def __init__(self, base_layer: nn.Linear, config: HydraConfig) -> None:
+        super().__init__()
+        if not isinstance(base_layer, nn.Linear):
+            raise TypeError(f"HydraLinear wraps nn.Linear, got {type(base_layer).__name__}")
+        self.base_layer = base_layer
+        base_layer.requires_grad_(False)
+        self.config = config
+        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
+        self.num_heads, self.r, self.scale = config.num_heads, config.r, config.scale
+        weight = base_layer.weight
+        dtype = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) or not weight.is_floating_point() else weight.dtype
+        factory = {"device": weight.device, "dtype": dtype}
+        self.lora_A = nn.Parameter(torch.empty(config.r, self.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.empty(config.num_heads, self.out_features, config.r, **factory))
+        self.router: nn.Linear | None = None
+        if config.mixing == "router":
+            router_in = self.in_features if config.router_input == "x" else config.r
+            self.router = nn.Linear(router_in, config.num_heads, bias=False, **factory)
+        initial_omega = torch.tensor(config.head_weights_init(), **factory)
+        if config.mixing == "learned":
+            self.head_weights = nn.Parameter(initial_omega)
+        elif config.mixing == "fixed":
+            self.register_buffer("head_weights", initial_omega)
+        self._override: torch.Tensor | None = None
+        self._original_weight: torch.Tensor | None = None
+        self.merged = False
+        self.last_balance_loss: torch.Tensor | None = None
+        self.last_head_usage: torch.Tensor | None = None
+        self.reset_adapter_parameters()
+
+    def reset_adapter_parameters(self) -> None:
+        """Initialise as configured: A kaiming (as LoRA), B zero or small normal, router."""
+        config = self.config
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+            if config.init_b == "zero":
+                nn.init.zeros_(self.lora_B)
+            else:
+                nn.init.normal_(self.lora_B, std=config.init_b_std)
+            if self.router is not None:
+                if config.router_init == "kaiming":
+                    nn.init.kaiming_uniform_(self.router.weight, a=math.sqrt(5))
+                else:
+                    nn.init.normal_(self.router.weight, std=config.router_init_std)
+
+    # -- head weights set at call time -------------------------------------------------------
+    def set_head_weights(self, weights: torch.Tensor | None) -> None:
+        """Override omega for later forwards: (N,), (B, N) per sample, or per token; None clears."""
+        if weights is not None:
+            if weights.shape[-1] != self.num_heads:
+                raise ValueError(f"head weights need {self.num_heads} entries in their last dim, got shape {tuple(weights.shape)}")
+            if self.merged:
+                raise HydraMergeError("cannot override head weights of a merged layer: unmerge first")
+        self._override = weights
+
+    @property
+    def head_weights_override(self) -> torch.Tensor | None:
+        return self._override
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.base_layer(x)
+        config = self.config
+        override = self._override
+        if override is not None:
+            head_weights, router_weight = override.to(device=x.device), None
+        elif self.router is not None:
+            head_weights, router_weight = None, self.router.weight
+        else:
+            head_weights, router_weight = self.head_weights, None
+        y, probs = hydra_linear(
+            x,
+            self.base_layer.weight,
+            self.base_layer.bias,
+            self.lora_A,
+            self.lora_B,
+            self.scale,
+            head_weights=head_weights,
+            router_weight=router_weight,
+            router_on_lora=config.router_input == "lora",
+            temperature=config.router_temperature,
+            dropout_p=config.dropout,
+            training=self.training,
+        )
+        self.last_balance_loss = None
+        if probs is not None:
+            flat = probs.reshape(-1, self.num_heads)
+            self.last_head_usage = flat.detach().mean(0)
+            if config.balance_loss_weight > 0 and self.training:
+                self.last_balance_loss = switch_balance_loss(flat)
+        return y
+
+    # -- collapse, merge, unmerge --------------------------------------------------------------
+    def collapsed_lora(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B_eff) in fp32 with B_eff = (alpha/r) * sum_i omega_i B_i: the exact rank-r LoRA."""
+        if self.router is not None and self._override is None:
+            raise HydraMergeError(
+                "a per-token router cannot be collapsed into one weight: omega changes with every token. "
+                "Use mixing='learned' or 'fixed', or pin per-layer head weights with set_head_weights((N,)) first"
+            )
+        omega = self._override if self._override is not None else self.head_weights
+        if omega.dim() != 1:
+            raise HydraMergeError(f"only per-layer head weights (N,) can be collapsed, got shape {tuple(omega.shape)}")
+        omega = omega.detach().float().to(self.lora_B.device)
+        b_eff = self.scale * torch.einsum("n,ndr->dr", omega, self.lora_B.detach().float())
+        return self.lora_A.detach().float(), b_eff
+
+    def delta_weight(self) -> torch.Tensor:
+        """scale * (sum_i omega_i B_i) A, (d, k), in fp32."""
+        lora_a, b_eff = self.collapsed_lora()
+        return b_eff @ lora_a
+
+    @torch.no_grad()
+    def merge(self, keep_original: bool = True) -> None:
+        """Fold the adapter into the base weight (computed in fp32, cast once).
+
+        With `keep_original` the exact original weight is kept on the CPU so `unmerge` restores it
+        bit for bit; without it, unmerge subtracts the delta (exact only in fp32).
+        """
+        if self.merged:
+            raise HydraMergeError("layer is already merged")
+        delta = self.delta_weight()
+        weight = self.base_layer.weight
+        self._original_weight = weight.detach().to("cpu", copy=True) if keep_original else None
+        weight.copy_((weight.float() + delta.to(weight.device)).to(weight.dtype))
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            raise HydraMergeError("layer is not merged")
+        weight = self.base_layer.weight
+        if self._original_weight is not None:
+            weight.copy_(self._original_weight.to(weight.device))
+        else:
+            weight.copy_((weight.float() - self.delta_weight().to(weight.device)).to(weight.dtype))
+        self._original_weight = None
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"in={self.in_features}, out={self.out_features}, r={c.r}, heads={c.num_heads}, mixing={c.mixing}, scale={self.scale:g}"
+
+
+def switch_balance_loss(probs: torch.Tensor) -> torch.Tensor:
+    """Switch-Transformer load balance: N * sum_i f_i * P_i, 1 when perfectly balanced.
+
+    f_i is the fraction of tokens whose largest gate is head i (no gradient), P_i the mean gate
+    probability of head i (carries the gradient).
+    """
+    num_heads = probs.shape[-1]
+    top = torch.nn.functional.one_hot(probs.argmax(-1), num_heads).to(probs.dtype)
+    return num_heads * (top.mean(0) * probs.mean(0)).sum()
