@@ -40,6 +40,9 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_adapter_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
     """Copy `state` into the model's adapters strictly; any mismatch names the module and `source`."""
+    merged = [name for name, layer in hydra_layers(model) if layer.merged]
+    if merged:
+        raise AdapterLoadError(f"cannot load {source} into merged layers (e.g. {merged[:3]}): unmerge_adapter(model) first")
     expected = adapter_state_dict(model)
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -79,7 +82,8 @@ def save_adapter(model: nn.Module, directory: str | Path) -> Path:
 def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
     """Load an adapter saved by `save_adapter`, injecting it first if the model has none.
 
-    A model that already has adapters must have been made with the same r, heads and mixing.
+    A model that already has adapters must have been made with the same r, alpha, heads, mixing,
+    router input and router temperature.
     """
     directory = Path(directory)
     weights_path = directory / WEIGHTS_NAME
@@ -88,7 +92,8 @@ def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
     config = HydraConfig.load(directory)
     if any(True for _ in hydra_layers(model)):
         current = adapter_config(model)
-        for field in ("r", "num_heads", "mixing", "router_input"):
+        # alpha and the temperature are not tensors: a mismatch would load cleanly and change the output
+        for field in ("r", "alpha", "num_heads", "mixing", "router_input", "router_temperature"):
             if getattr(current, field) != getattr(config, field):
                 raise AdapterLoadError(
                     f"{directory / CONFIG_NAME}: {field}={getattr(config, field)!r} but the model's adapters have "

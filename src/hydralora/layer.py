@@ -52,6 +52,7 @@ class HydraLinear(nn.Module):
             self.register_buffer("head_weights", initial_omega)
         self._override: torch.Tensor | None = None
         self._original_weight: torch.Tensor | None = None
+        self._merged_head_weights: torch.Tensor | None = None
         self.merged = False
         self.last_balance_loss: torch.Tensor | None = None
         self.last_head_usage: torch.Tensor | None = None
@@ -121,8 +122,8 @@ class HydraLinear(nn.Module):
         return y
 
     # -- collapse, merge, unmerge --------------------------------------------------------------
-    def collapsed_lora(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A, B_eff) in fp32 with B_eff = (alpha/r) * sum_i omega_i B_i: the exact rank-r LoRA."""
+    def per_layer_head_weights(self) -> torch.Tensor:
+        """The (N,) omega the layer mixes with now (override, else its own); errors when it has none."""
         if self.router is not None and self._override is None:
             raise HydraMergeError(
                 "a per-token router cannot be collapsed into one weight: omega changes with every token. "
@@ -131,28 +132,41 @@ class HydraLinear(nn.Module):
         omega = self._override if self._override is not None else self.head_weights
         if omega.dim() != 1:
             raise HydraMergeError(f"only per-layer head weights (N,) can be collapsed, got shape {tuple(omega.shape)}")
-        omega = omega.detach().float().to(self.lora_B.device)
-        b_eff = self.scale * torch.einsum("n,ndr->dr", omega, self.lora_B.detach().float())
-        return self.lora_A.detach().float(), b_eff
+        return omega.detach()
 
-    def delta_weight(self) -> torch.Tensor:
-        """scale * (sum_i omega_i B_i) A, (d, k), in fp32."""
-        lora_a, b_eff = self.collapsed_lora()
+    def collapsed_lora(self, head_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B_eff) with B_eff = (alpha/r) * sum_i omega_i B_i: the exact rank-r LoRA.
+
+        omega is `head_weights` (N,) when given, else `per_layer_head_weights()`. In fp32, or fp64
+        when the adapter is fp64 (rounding an fp64 adapter to fp32 would lose digits).
+        """
+        omega = self.per_layer_head_weights() if head_weights is None else head_weights
+        dtype = _compute_dtype(self.lora_B.dtype)
+        omega = omega.to(self.lora_B.device, dtype)
+        b_eff = self.scale * torch.einsum("n,ndr->dr", omega, self.lora_B.detach().to(dtype))
+        return self.lora_A.detach().to(dtype), b_eff
+
+    def delta_weight(self, head_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """scale * (sum_i omega_i B_i) A, (d, k), in fp32 (fp64 for an fp64 adapter)."""
+        lora_a, b_eff = self.collapsed_lora(head_weights)
         return b_eff @ lora_a
 
     @torch.no_grad()
     def merge(self, keep_original: bool = True) -> None:
-        """Fold the adapter into the base weight (computed in fp32, cast once).
+        """Fold the adapter into the base weight (computed in fp32, or fp64 for fp64, cast once).
 
         With `keep_original` the exact original weight is kept on the CPU so `unmerge` restores it
-        bit for bit; without it, unmerge subtracts the delta (exact only in fp32).
+        bit for bit; without it, unmerge subtracts the same delta again (exact up to rounding).
         """
         if self.merged:
             raise HydraMergeError("layer is already merged")
-        delta = self.delta_weight()
+        # remembered so unmerge subtracts what was added even if the override is cleared meanwhile
+        self._merged_head_weights = self.per_layer_head_weights().clone()
+        delta = self.delta_weight(self._merged_head_weights)
         weight = self.base_layer.weight
         self._original_weight = weight.detach().to("cpu", copy=True) if keep_original else None
-        weight.copy_((weight.float() + delta.to(weight.device)).to(weight.dtype))
+        dtype = _compute_dtype(weight.dtype)
+        weight.copy_((weight.to(dtype) + delta.to(weight.device, dtype)).to(weight.dtype))
         self.merged = True
 
     @torch.no_grad()
@@ -163,13 +177,21 @@ class HydraLinear(nn.Module):
         if self._original_weight is not None:
             weight.copy_(self._original_weight.to(weight.device))
         else:
-            weight.copy_((weight.float() - self.delta_weight().to(weight.device)).to(weight.dtype))
+            dtype = _compute_dtype(weight.dtype)
+            delta = self.delta_weight(self._merged_head_weights)
+            weight.copy_((weight.to(dtype) - delta.to(weight.device, dtype)).to(weight.dtype))
         self._original_weight = None
+        self._merged_head_weights = None
         self.merged = False
 
     def extra_repr(self) -> str:
         c = self.config
         return f"in={self.in_features}, out={self.out_features}, r={c.r}, heads={c.num_heads}, mixing={c.mixing}, scale={self.scale:g}"
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for half precision (and fp32), fp64 for fp64: never below fp32, never below the input."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def switch_balance_loss(probs: torch.Tensor) -> torch.Tensor:

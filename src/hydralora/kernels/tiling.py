@@ -1,0 +1,137 @@
+"""How the HydraLinear kernels tile their work: padded sizes, tile order, autotune configs, split counts.
+
+tl.dot needs every block dimension to be a power of two and at least 16, so the rank r and the
+router's head count are padded (`rank_pad`, `router_pad`); padded lanes are loaded as zeros and
+never stored. The concatenated head axis of the backward uses `heads_pad` (no minimum of 16: it is
+only ever the outer factor of heads_pad * rank_pad, which already is >= 16).
+
+Under the Triton interpreter (TRITON_INTERPRET=1, CPU) every kernel gets one small config: the
+interpreter runs each program in NumPy, autotuning there would only burn time, and small blocks
+let tiny test shapes cross block edges and exercise every mask.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+# Widest block of the concatenated (head, rank) axis one dB program accumulates; the interpreter's
+# is small so that test shapes cross several blocks.
+MAX_CONCAT_BLOCK = 32 if INTERPRETING else 128
+
+
+def rank_pad(rank: int) -> int:
+    """The rank as a tl.dot dimension: next power of two, at least 16 (r=8 runs as 16, zero-filled)."""
+    return max(16, triton.next_power_of_2(rank))
+
+
+def router_pad(num_heads: int) -> int:
+    """The head count where the router's logits take part in a tl.dot (x Wg^T, dlogits Wg)."""
+    return max(16, triton.next_power_of_2(num_heads))
+
+
+def heads_pad(num_heads: int) -> int:
+    """The head count as the outer factor of the concatenated rank heads_pad * rank_pad."""
+    return triton.next_power_of_2(num_heads)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 inputs follow torch's own switch: TF32 only where torch would use it for a matmul."""
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
+def reduction_splits(num_rows: int, column_blocks: int, device: torch.device, rows_per_block: int = 128) -> int:
+    """How many programs share the rows of a reduction over M (dA, dB): enough to fill the GPU twice.
+
+    The programs write fp32 partial sums that the launcher adds up, which keeps the result
+    deterministic (no atomics).
+    """
+    if device.type == "cuda":
+        target_programs = 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    else:
+        target_programs = 4
+    by_occupancy = triton.cdiv(target_programs, max(column_blocks, 1))
+    return max(1, min(by_occupancy, triton.cdiv(num_rows, rows_per_block)))
+
+
+@triton.jit
+def grouped_tile(pid, num_rows, num_cols, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """Map a flat program id to an output tile, GROUP_M row blocks at a time, so that neighbouring
+    programs share operand tiles in L2 (the order of Triton's matmul tutorial)."""
+    num_pid_m = tl.cdiv(num_rows, BLOCK_M)
+    num_pid_n = tl.cdiv(num_cols, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + (pid % num_pid_in_group) % group_size_m
+    pid_n = (pid % num_pid_in_group) // group_size_m
+    return pid_m, pid_n
+
+
+def _config(num_warps: int = 4, num_stages: int = 3, **blocks: int) -> triton.Config:
+    return triton.Config(blocks, num_warps=num_warps, num_stages=num_stages)
+
+
+def gemm_configs() -> list[triton.Config]:
+    """Tiles for the two large GEMMs (y with the adapter in its K loop, dx likewise).
+
+    The GPU list is the Hopper/Ampere set of Triton's matmul tutorial; 128x256x64 with 8 warps is
+    the usual H100 winner for bf16 at these sizes.
+    """
+    if INTERPRETING:
+        return [_config(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, GROUP_M=2, num_warps=1, num_stages=1)]
+    return [
+        _config(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
+        _config(BLOCK_M=256, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
+        _config(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=4),
+        _config(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=4),
+        _config(BLOCK_M=64, BLOCK_N=256, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=4),
+        _config(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
+    ]
+
+
+def row_pass_configs() -> list[triton.Config]:
+    """Tiles for the passes that own whole rows (shrink over x, the head gradients over dy)."""
+    if INTERPRETING:
+        return [_config(BLOCK_M=16, BLOCK_K=32, num_warps=1, num_stages=1)]
+    return [
+        _config(BLOCK_M=16, BLOCK_K=128, num_warps=4, num_stages=4),
+        _config(BLOCK_M=32, BLOCK_K=128, num_warps=4, num_stages=4),
+        _config(BLOCK_M=64, BLOCK_K=64, num_warps=4, num_stages=4),
+        _config(BLOCK_M=64, BLOCK_K=128, num_warps=4, num_stages=3),
+        _config(BLOCK_M=128, BLOCK_K=64, num_warps=8, num_stages=3),
+    ]
+
+
+def prune_wide_row_blocks(accumulator_width):
+    """An autotune `early_config_prune` that drops row blocks whose fp32 accumulator
+    (BLOCK_M x accumulator_width(launch kwargs)) would exceed ~128 registers per thread and spill;
+    the row passes hold a whole padded rank (or heads x rank) per row."""
+
+    def prune(configs, named_args, **kwargs):
+        width = accumulator_width(kwargs)
+        fitting = [c for c in configs if c.kwargs["BLOCK_M"] * width <= 128 * 32 * c.num_warps]
+        return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"])]
+
+    return prune
+
+
+def column_reduction_configs() -> list[triton.Config]:
+    """Tiles for the reductions over rows (dA and d router over x, dB)."""
+    if INTERPRETING:
+        return [_config(BLOCK_M=16, BLOCK_N=32, num_warps=1, num_stages=1)]
+    return [
+        _config(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=4),
+        _config(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3),
+        _config(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
+        _config(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3),
+    ]
