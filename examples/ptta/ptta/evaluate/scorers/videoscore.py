@@ -1,0 +1,172 @@
+"""VideoScore v1 / v1.1 (He et al., arXiv 2406.15252) from a local directory, without `mantis`.
+
+The published checkpoints (TIGER-Lab/VideoScore, TIGER-Lab/VideoScore-v1.1) were saved from
+`mantis.models.idefics2.Idefics2ForSequenceClassification` (TIGER-AI-Lab/Mantis,
+`mantis/models/idefics2/modeling_idefics2.py`), which is
+
+    self.model = Idefics2Model(config)                       # weights "model.vision_model.*",
+                                                             # "model.connector.*", "model.text_model.*"
+    self.score = nn.Linear(text_hidden_size, num_labels)     # weights "score.weight", "score.bias"
+
+and regresses on the hidden state of the last non-padding token. Here the backbone is
+transformers' own `Idefics2Model` (it takes the "model." weights, dropping the prefix as for any
+base model), and the head is read from the same safetensors files by name. `mantis` pins an old
+transformers; this needs none of it.
+
+Query and frames follow the reference inference (TIGER-AI-Lab/VideoScore `examples/run_videoscore.py`,
+`benchmark/eval_videoscore.py`): the regression prompt below with the text prompt filled in, then
+one "<image> " per frame; frames picked uniformly, `np.linspace(0, n - 1, k).astype(int)` when the
+clip has more than k frames (k = 16 for v1, 48 for v1.1), else every frame. Outputs, in order:
+visual quality, temporal consistency, dynamic degree, text-to-video alignment, factual
+consistency, nominally 1-4 but not clamped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ptta.evaluate.scorers.base import DecodedVideo, Scorer, ScorerError, ScoreResult
+from ptta.evaluate.scorers.torch_runtime import quiet_transformers, resolve_device, resolve_dtype
+
+# Verbatim from the reference inference code, line by line (note the trailing space of one line).
+VIDEOSCORE_PROMPT = "\n".join([
+    "",
+    "Suppose you are an expert in judging and evaluating the quality of AI-generated videos,",
+    "please watch the following frames of a given video and see the text prompt for generating the video,",
+    "then give scores from 5 different dimensions:",
+    "(1) visual quality: the quality of the video in terms of clearness, resolution, brightness, and color",
+    "(2) temporal consistency, both the consistency of objects or humans and the smoothness of motion or movements",
+    "(3) dynamic degree, the degree of dynamic changes",
+    "(4) text-to-video alignment, the alignment between the text prompt and the video content",
+    "(5) factual consistency, the consistency of the video content with the common-sense and factual knowledge",
+    "",
+    "for each dimension, output a float number from 1.0 to 4.0,",
+    "the higher the number is, the better the video performs in that sub-score, ",
+    "the lowest 1.0 means Bad, the highest 4.0 means Perfect/Real (the video is like a real video)",
+    "Here is an output example:",
+    "visual quality: 3.2",
+    "temporal consistency: 2.7",
+    "dynamic degree: 4.0",
+    "text-to-video alignment: 2.3",
+    "factual consistency: 1.8",
+    "",
+    'For this video, the text prompt is "{text_prompt}",',
+    "all the frames of video are as follows:",
+    "",
+])
+
+VARIANT_FRAMES = {"v1": 16, "v1.1": 48}
+HEAD_PREFIX = "score."
+
+
+def videoscore_frame_indices(total: int, max_frames: int) -> np.ndarray:
+    """Indices of the frames VideoScore sees: uniform over the clip, every frame of a short one."""
+    if total < 1:
+        raise ValueError("the video has no frames")
+    if total > max_frames:
+        return np.linspace(0, total - 1, num=max_frames).astype(int)
+    return np.arange(total)
+
+
+def videoscore_query(prompt: str, num_frames: int) -> str:
+    """The text VideoScore reads: the regression prompt, then one image placeholder per frame."""
+    return VIDEOSCORE_PROMPT.format(text_prompt=prompt) + "<image> " * num_frames
+
+
+def _head_tensors(model_dir: Path) -> dict:
+    """The regression head's tensors ("score.weight", optional "score.bias") from the checkpoint."""
+    from safetensors import safe_open
+
+    index_file = model_dir / "model.safetensors.index.json"
+    if index_file.is_file():
+        weight_map = json.loads(index_file.read_text())["weight_map"]
+        files = {name: model_dir / file for name, file in weight_map.items() if name.startswith(HEAD_PREFIX)}
+    elif (model_dir / "model.safetensors").is_file():
+        with safe_open(str(model_dir / "model.safetensors"), framework="pt") as handle:
+            files = {name: model_dir / "model.safetensors" for name in handle.keys() if name.startswith(HEAD_PREFIX)}
+    else:
+        raise ScorerError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
+    if f"{HEAD_PREFIX}weight" not in files:
+        raise ScorerError(f"{model_dir}: no '{HEAD_PREFIX}weight' tensor: not a VideoScore regression checkpoint")
+    tensors = {}
+    for name, file in files.items():
+        with safe_open(str(file), framework="pt") as handle:
+            tensors[name[len(HEAD_PREFIX):]] = handle.get_tensor(name)
+    return tensors
+
+
+class VideoScoreScorer(Scorer):
+    """VideoScore v1 (16 frames) or v1.1 (48 frames): an Idefics2 backbone and a linear head."""
+
+    name = "videoscore"
+    metrics = ("vs_visual_quality", "vs_temporal_consistency", "vs_dynamic_degree", "vs_text_alignment",
+               "vs_factual_consistency")
+
+    def __init__(self, model_dir: str | Path, variant: str = "v1.1", device: str = "auto", dtype: str = "auto"):
+        self.model_dir = Path(model_dir)
+        if variant not in VARIANT_FRAMES:
+            raise ScorerError(f"videoscore variant: expected one of {sorted(VARIANT_FRAMES)}, got {variant!r}")
+        if not (self.model_dir / "config.json").is_file():
+            raise ScorerError(f"{self.model_dir}: no config.json; expected a local VideoScore checkpoint directory")
+        self.variant = variant
+        self.max_frames = VARIANT_FRAMES[variant]
+        self.device_name, self.dtype_name = device, dtype
+        self.processor = self.backbone = self.head = None
+
+    @property
+    def signature(self) -> str:
+        return f"{self.name}:{self.variant}:{self.max_frames}f:{self.model_dir.resolve()}"
+
+    def load(self) -> None:
+        import torch
+        from transformers import AutoProcessor, Idefics2Model
+
+        device = resolve_device(self.device_name)
+        dtype = resolve_dtype(self.dtype_name, device)
+        config = json.loads((self.model_dir / "config.json").read_text())
+        if config.get("model_type") != "idefics2":
+            raise ScorerError(f"{self.model_dir}/config.json: model_type {config.get('model_type')!r}, "
+                              "VideoScore v1/v1.1 is 'idefics2'")
+        self.processor = AutoProcessor.from_pretrained(self.model_dir)
+        with quiet_transformers():
+            backbone, info = Idefics2Model.from_pretrained(self.model_dir, dtype=dtype, output_loading_info=True)
+        if info["missing_keys"]:
+            missing = sorted(info["missing_keys"])
+            raise ScorerError(f"{self.model_dir}: backbone weights missing from the checkpoint: "
+                              f"{missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        tensors = _head_tensors(self.model_dir)
+        out_features, in_features = tensors["weight"].shape
+        if out_features != len(self.metrics):
+            raise ScorerError(f"{self.model_dir}: regression head has {out_features} outputs, "
+                              f"VideoScore has {len(self.metrics)}")
+        # The head runs in float32: it is one small matrix, and bfloat16 would round the scores.
+        head = torch.nn.Linear(in_features, out_features, bias="bias" in tensors)
+        head.load_state_dict({k: v.float() for k, v in tensors.items()})
+        self.backbone = backbone.to(device).eval()
+        self.head = head.to(device).eval()
+
+    def close(self) -> None:
+        self.processor = self.backbone = self.head = None
+
+    def score(self, video: DecodedVideo, prompt: str) -> ScoreResult:
+        import torch
+        from PIL import Image
+
+        if self.backbone is None:
+            raise ScorerError("VideoScoreScorer.score called before load()")
+        indices = videoscore_frame_indices(len(video.frames), self.max_frames)
+        images = [Image.fromarray(video.frames[i]) for i in indices]
+        inputs = self.processor(text=videoscore_query(prompt, len(images)), images=images, return_tensors="pt")
+        device = self.head.weight.device
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.backbone.dtype)
+        with torch.no_grad():
+            hidden = self.backbone(**inputs).last_hidden_state
+            # One unpadded sequence: the last token carries the regression (as in the reference head).
+            last = int(inputs["attention_mask"][0].sum()) - 1
+            logits = self.head(hidden[0, last].float())
+        values = dict(zip(self.metrics, (float(v) for v in logits.tolist()), strict=True))
+        return ScoreResult(values, {"frame_indices": indices.tolist()})
