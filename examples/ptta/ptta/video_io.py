@@ -33,6 +33,33 @@ def iter_frames(path: str | Path, start: float = 0.0, end: float | None = None) 
             yield t, frame.to_ndarray(format="rgb24")
 
 
+def iter_decoded_frames(path: str | Path) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Yield (time in seconds, decoded frame in its native pixel format) for the first video stream.
+
+    For stages that convert or scale frames themselves: keeping the decoder's own frame avoids an
+    RGB copy of every frame. Frames without a timestamp are skipped.
+    """
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            if frame.pts is not None:
+                yield float(frame.pts * stream.time_base), frame
+
+
+def yuv420_planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Y, U and V planes of a decoded frame as uint8 arrays (views, no copy, for yuv420p).
+
+    Frames in any other pixel format are converted to yuv420p first. Working on the planes with
+    OpenCV is several times cheaper than PyAV's reformat (libswscale) for scaling and grey frames.
+    """
+    if frame.format.name not in ("yuv420p", "yuvj420p"):
+        frame = frame.reformat(format="yuv420p")
+    return tuple(
+        np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width] for plane in frame.planes
+    )
+
+
 def sample_frames(path: str | Path, num_frames: int) -> np.ndarray:
     """`num_frames` frames picked uniformly over the whole video, (num_frames, H, W, 3)."""
     frames = [f for _, f in iter_frames(path)]
@@ -42,8 +69,29 @@ def sample_frames(path: str | Path, num_frames: int) -> np.ndarray:
     return np.stack([frames[i] for i in idx])
 
 
-def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float, crf: int = 18) -> Path:
-    """Encode RGB uint8 frames as H.264 mp4 (yuv420p; odd sizes are padded by one pixel)."""
+def read_video(path: str | Path) -> tuple[np.ndarray, float]:
+    """All frames of a video, (N, H, W, 3), and its frame rate (the stream's average rate).
+
+    Meant for short clips such as generated samples; use `iter_frames` for long footage.
+    """
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        stream.thread_type = "AUTO"
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    if not frames:
+        raise ValueError(f"{path}: no decodable video frames")
+    if not rate:
+        raise ValueError(f"{path}: the video stream has no frame rate")
+    return np.stack(frames), float(rate)
+
+
+def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float, crf: int = 18,
+                preset: str = "veryfast") -> Path:
+    """Encode RGB uint8 frames as H.264 mp4 (yuv420p; odd sizes are padded by one pixel).
+
+    `preset` is libx264's speed/size trade-off (ultrafast ... veryslow); quality is set by `crf`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = [np.asarray(f, dtype=np.uint8) for f in frames]
@@ -55,11 +103,39 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = w + pad_w, h + pad_h
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        stream.options = {"crf": str(crf), "preset": preset}
         for frame in frames:
             if pad_h or pad_w:
                 frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def write_decoded_video(path: str | Path, frames: Sequence[av.VideoFrame], fps: float, crf: int = 18,
+                        preset: str = "veryfast") -> Path:
+    """Encode decoded frames (any pixel format, all one size) as H.264 mp4, with no RGB round trip.
+
+    Frames are re-timed at a constant `fps`. An odd width or height is rounded down to even
+    (yuv420p needs even sizes), which the encoder does by scaling.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not frames:
+        raise ValueError(f"{path}: no frames to write")
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = frames[0].width // 2 * 2, frames[0].height // 2 * 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": preset}
+        for number, frame in enumerate(frames):
+            if frame.format.name != "yuv420p" or (frame.width, frame.height) != (stream.width, stream.height):
+                frame = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
+            # The encoder keeps its own reference with these values, so a frame may be sent twice.
+            frame.pts = number
+            frame.time_base = 1 / rate
+            container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path
 

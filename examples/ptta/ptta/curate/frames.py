@@ -1,0 +1,62 @@
+"""Cheap per-frame conversions on yuv420p planes (OpenCV), used for every decoded frame.
+
+PyAV's reformat (libswscale) costs 3-6 ms per 720p frame here, several times the decode itself;
+these take well under 1 ms, which keeps curation near the cost of decoding.
+"""
+
+from __future__ import annotations
+
+import av
+import cv2
+import numpy as np
+
+from ptta.video_io import yuv420_planes
+
+# Limited-range ("TV") YUV to full range, as a decoder's RGB conversion would do.
+_LUMA_TO_FULL = np.clip((np.arange(256) - 16) * 255.0 / 219.0, 0, 255).astype(np.uint8)
+_CHROMA_TO_FULL = np.clip((np.arange(256) - 128) * 255.0 / 224.0 + 128, 0, 255).astype(np.uint8)
+
+
+def downscale(plane: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-average by the largest whole factor, then bilinear to the exact size.
+
+    Whole-factor area averaging is OpenCV's fast path and removes most aliasing; the bilinear
+    step covers the remaining factor below 2. Also scales up (bilinear) when asked.
+    """
+    factor = int(min(plane.shape[0] / height, plane.shape[1] / width))
+    if factor >= 2:
+        plane = cv2.resize(plane, (plane.shape[1] // factor, plane.shape[0] // factor), interpolation=cv2.INTER_AREA)
+    if plane.shape[:2] != (height, width):
+        plane = cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(plane)
+
+
+def grey(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """The luma plane scaled to (width, height)."""
+    return downscale(yuv420_planes(frame)[0], width, height)
+
+
+def small_bgr(frame: av.VideoFrame, width: int) -> np.ndarray:
+    """BGR uint8 at `width` (never scaled up), aspect kept: what PySceneDetect's detectors read."""
+    width = min(width, frame.width)
+    height = max(2, round(frame.height * width / frame.width))
+    y, u, v = yuv420_planes(frame)
+    y, u, v = downscale(y, width, height), downscale(u, width, height), downscale(v, width, height)
+    if frame.format.name != "yuvj420p":  # yuvj420p is already full range
+        y, u, v = _LUMA_TO_FULL[y], _CHROMA_TO_FULL[u], _CHROMA_TO_FULL[v]
+    return cv2.cvtColor(np.dstack([y, v, u]), cv2.COLOR_YCrCb2BGR)
+
+
+def cover_crop(frame: av.VideoFrame, size: tuple[int, int]) -> av.VideoFrame:
+    """A yuv420p frame scaled to cover `size` (width, height, both even) and centre-cropped to it."""
+    width, height = size
+    scale = max(width / frame.width, height / frame.height)
+    scaled_w = max(width, 2 * round(frame.width * scale / 2))
+    scaled_h = max(height, 2 * round(frame.height * scale / 2))
+    left, top = (scaled_w - width) // 4 * 2, (scaled_h - height) // 4 * 2  # even, so chroma stays aligned
+    y, u, v = yuv420_planes(frame)
+    y = downscale(y, scaled_w, scaled_h)[top : top + height, left : left + width]
+    u = downscale(u, scaled_w // 2, scaled_h // 2)[top // 2 : (top + height) // 2, left // 2 : (left + width) // 2]
+    v = downscale(v, scaled_w // 2, scaled_h // 2)[top // 2 : (top + height) // 2, left // 2 : (left + width) // 2]
+    stacked = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(height * 3 // 2, width)
+    return av.VideoFrame.from_ndarray(stacked, format="yuv420p")

@@ -1,0 +1,99 @@
+"""Build OUT/manifest.jsonl, OUT/manifest.parquet and OUT/errors.log from the per-video records.
+
+One manifest row per candidate clip, plus one row per failed video (clip fields empty, `error`
+set), so every input is accounted for. Clip and thumbnail paths are relative to the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST_COLUMNS = (
+    "id", "video_id", "source", "shot", "start", "end", "frames", "fps", "width", "height",
+    "flow", "aesthetic", "score", "selected", "reason", "clip_path", "thumbnail", "caption", "error",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Summary:
+    videos: int
+    failed: int
+    warned: int
+    candidates: int
+    selected: int
+    captioned: int
+
+    def line(self) -> str:
+        return (
+            f"{self.videos} videos ({self.failed} failed, {self.warned} with warnings), "
+            f"{self.candidates} candidate clips, {self.selected} selected, {self.captioned} captioned"
+        )
+
+
+def rebase(relative: str | None, record_dir: Path, manifest_dir: Path) -> str | None:
+    """A path stored relative to the run that made it, made relative to the manifest's folder."""
+    if relative is None:
+        return None
+    return Path(os.path.relpath(Path(record_dir) / relative, manifest_dir)).as_posix()
+
+
+def manifest_rows(records_by_dir: list[tuple[Path, dict]], manifest_dir: Path) -> list[dict]:
+    rows = []
+    for record_dir, record in records_by_dir:
+        for clip in record["clips"]:
+            row = {key: clip.get(key) for key in MANIFEST_COLUMNS}
+            row["clip_path"] = rebase(clip["clip_path"], record_dir, manifest_dir)
+            row["thumbnail"] = rebase(clip["thumbnail"], record_dir, manifest_dir)
+            rows.append(row)
+        if record["status"] == "failed":
+            row = dict.fromkeys(MANIFEST_COLUMNS)
+            row.update(id=record["video_id"], video_id=record["video_id"], source=record["source"], selected=False,
+                       error=record["error"])
+            rows.append(row)
+    return rows
+
+
+def write_manifest(rows: list[dict], manifest_dir: Path) -> None:
+    """manifest.jsonl (the reference) and manifest.parquet (the same rows), each written atomically."""
+    import pandas as pd
+
+    manifest_dir.mkdir(parents=True, exist_ok=True)
+    jsonl = manifest_dir / "manifest.jsonl"
+    partial = jsonl.with_name(".manifest.jsonl.partial")
+    partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    partial.replace(jsonl)
+    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    for column in ("flow", "aesthetic", "score", "start", "end", "fps"):
+        frame[column] = frame[column].astype("float64")
+    for column in ("shot", "frames", "width", "height"):
+        frame[column] = frame[column].astype("Int64")
+    frame["selected"] = frame["selected"].astype("boolean")
+    parquet = manifest_dir / "manifest.parquet"
+    partial = parquet.with_name(".manifest.parquet.partial")
+    frame.to_parquet(partial, index=False)
+    partial.replace(parquet)
+
+
+def write_errors_log(records: list[dict], manifest_dir: Path) -> None:
+    """One line per failure or warning: source path, TAB, FAILED/WARNING: reason."""
+    lines = []
+    for record in records:
+        if record["status"] == "failed":
+            lines.append(f"{record['source']}\tFAILED: {record['error']}")
+        lines += [f"{record['source']}\tWARNING: {warning}" for warning in record.get("warnings", [])]
+    (manifest_dir / "errors.log").write_text("".join(line + "\n" for line in lines))
+
+
+def summarize(records: list[dict]) -> Summary:
+    clips = [clip for record in records for clip in record["clips"]]
+    return Summary(
+        videos=len(records),
+        failed=sum(record["status"] == "failed" for record in records),
+        warned=sum(bool(record.get("warnings")) for record in records),
+        candidates=len(clips),
+        selected=sum(clip["selected"] for clip in clips),
+        captioned=sum(clip["caption"] is not None for clip in clips),
+    )

@@ -1,0 +1,30 @@
+"""`ptta curate-merge`: combine the output folders of sharded `ptta curate` runs into one manifest.
+
+Shards may share one output folder (a shared file system) or use one each; either way this reads
+every folder's per-video records and writes manifest.jsonl/.parquet, errors.log and report.html
+into --out, with clip paths relative to it (clips are not copied).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dirs", nargs="+", help="output folders of `ptta curate` runs")
+    parser.add_argument("--out", help="where to write the merged manifest and report (default: the first folder)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ptta.curate.finalize import finalize
+
+    run_dirs = [Path(d) for d in args.run_dirs]
+    out_dir = Path(args.out) if args.out else run_dirs[0]
+    try:
+        summary = finalize(run_dirs, out_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptta curate-merge: error: {error}") from None
+    print(f"{summary.line()}; manifest: {out_dir / 'manifest.jsonl'}; report: {out_dir / 'report.html'}", file=sys.stderr)
+    return 0

@@ -1,0 +1,104 @@
+"""Per-video result records: the unit of resumption.
+
+Each finished video (curated or failed) gets OUT/videos/<video_id>.json, written atomically. A
+rerun skips videos whose record exists and whose file is unchanged, so a killed run loses only
+the videos in flight. The manifest is rebuilt from these records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ptta.curate.clips import ClipSpan
+from ptta.curate.probe import VideoInfo
+
+RECORDS_DIR = "videos"
+
+
+def file_signature(path: str | Path) -> dict:
+    """Size and modification time: a changed file is curated again."""
+    stat = Path(path).stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def clip_record(clip_id: str, vid: str, source: Path, span: ClipSpan, frames: int, fps: float,
+                size: tuple[int, int], flow: float | None, aesthetic: float, score: float | None,
+                selected: bool, reason: str | None, clip_path: str | None, thumbnail: str) -> dict:
+    return {
+        "id": clip_id,
+        "video_id": vid,
+        "source": str(source),
+        "shot": span.shot,
+        "start": round(span.start, 6),
+        "end": round(span.end, 6),
+        "frames": frames,
+        "fps": fps,
+        "width": size[0],
+        "height": size[1],
+        "flow": flow,
+        "aesthetic": aesthetic,
+        "score": score,
+        "selected": selected,
+        "reason": reason,
+        "clip_path": clip_path,
+        "thumbnail": thumbnail,
+        "caption": None,
+        "error": None,
+    }
+
+
+def video_record(path: Path, vid: str, info: VideoInfo | None, clips: list[dict], error: str | None,
+                 warnings: list[str], frames_decoded: int, seconds: float) -> dict:
+    return {
+        "video_id": vid,
+        "source": str(path),
+        "signature": file_signature(path),
+        "status": "failed" if error else "done",
+        "error": error,
+        "warnings": warnings,
+        "info": info.to_dict() if info else None,
+        "frames_decoded": frames_decoded,
+        "processing_seconds": round(seconds, 3),
+        "clips": clips,
+    }
+
+
+def record_path(out_dir: Path, vid: str) -> Path:
+    return out_dir / RECORDS_DIR / f"{vid}.json"
+
+
+def write_video_record(out_dir: Path, record: dict) -> None:
+    """Write atomically (temporary file + rename), so a killed run never leaves half a record."""
+    path = record_path(out_dir, record["video_id"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(record, indent=1))
+    partial.replace(path)
+
+
+def read_video_records(out_dir: Path) -> list[dict]:
+    """All records under out_dir/videos, sorted by video id."""
+    records = []
+    for path in sorted((Path(out_dir) / RECORDS_DIR).glob("*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: unreadable video record ({error}); delete it to curate that video again") from None
+    return records
+
+
+def is_finished(out_dir: Path, source: Path, vid: str, retry_failed: bool) -> bool:
+    """Whether a rerun can skip `source`: a record exists for this very file (and it did not fail,
+    when failures are to be retried)."""
+    path = record_path(out_dir, vid)
+    if not path.is_file():
+        return False
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    if record.get("signature") != file_signature(source):
+        return False
+    return not (retry_failed and record.get("status") == "failed")

@@ -1,0 +1,71 @@
+"""Every knob of a curation run in one picklable dataclass (it travels to the worker processes)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class CurateSettings:
+    # Clips (seconds): laid greedily inside each shot, never across a cut.
+    min_clip_seconds: float = 3.0
+    max_clip_seconds: float = 5.0
+    # Shot detection: "content" / "adaptive" (PySceneDetect) or "transnetv2" (optional package).
+    detector: str = "content"
+    cut_threshold: float = 27.0  # ContentDetector threshold (adaptive: its adaptive_threshold is 3)
+    min_shot_frames: int = 15
+    transnet_threshold: float = 0.5
+    # Selection: S = alpha * flow + (1 - alpha) * aesthetic >= theta (paper: 0.7, 10).
+    alpha: float = 0.7
+    theta: float = 10.0
+    min_flow: float | None = None
+    max_flow: float | None = None
+    min_aesthetic: float | None = None
+    # Scorers.
+    aesthetic: str = "proxy"  # "proxy" (no weights) or "laion"
+    aesthetic_clip: str | None = None  # local CLIP ViT-L/14 directory (laion)
+    aesthetic_head: str | None = None  # local MLP .pth / .safetensors file (laion)
+    aesthetic_frames: int = 3
+    device: str = "cpu"
+    # Output clips.
+    out_fps: float | None = None  # None keeps the source's nominal rate
+    out_size: tuple[int, int] | None = None  # (width, height): scale to cover, then centre-crop
+    crf: int = 18
+    preset: str = "veryfast"
+    # Input limits.
+    max_pixels: int = 4096 * 2160
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_clip_seconds <= self.max_clip_seconds:
+            raise ValueError(
+                f"--min-clip-seconds ({self.min_clip_seconds}) must be > 0 and <= --max-clip-seconds "
+                f"({self.max_clip_seconds})"
+            )
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"--alpha must lie in [0, 1], got {self.alpha}")
+        if self.detector not in ("content", "adaptive", "transnetv2"):
+            raise ValueError(f"--detector must be content, adaptive or transnetv2, got {self.detector!r}")
+        if self.aesthetic not in ("proxy", "laion"):
+            raise ValueError(f"--aesthetic must be proxy or laion, got {self.aesthetic!r}")
+        if self.aesthetic == "laion" and not (self.aesthetic_clip and self.aesthetic_head):
+            raise ValueError("--aesthetic laion needs --aesthetic-clip DIR and --aesthetic-head FILE")
+        if self.aesthetic_frames < 1:
+            raise ValueError(f"--aesthetic-frames must be >= 1, got {self.aesthetic_frames}")
+        if self.out_fps is not None and self.out_fps <= 0:
+            raise ValueError(f"--fps must be > 0, got {self.out_fps}")
+        if self.out_size is not None and (min(self.out_size) < 2 or any(side % 2 for side in self.out_size)):
+            raise ValueError(f"--resize needs even sizes of at least 2 (H.264 yuv420p), got {self.out_size}")
+
+    def results_fingerprint(self) -> dict:
+        """The settings that change which clips a video yields and how they score and look.
+
+        A resumed run must use the same ones, or finished videos would disagree with new ones.
+        """
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "device"}
+
+    def to_dict(self) -> dict:
+        return {k: _jsonable(v) for k, v in asdict(self).items()}
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,172 @@
+"""Curate one video in one decode pass: shots -> clips -> scores -> selection -> kept clips written.
+
+Decoded frames wait in a buffer only until their clip is decided, so memory is bounded by one clip
+plus the shot detector's lag (about max_clip_seconds x fps x width x height x 1.5 bytes for yuv420p
+video: ~420 MB for 5 s of 1080p at 24 fps plus ContentDetector's lag), whatever the video's length.
+"""
+
+from __future__ import annotations
+
+import time as clock
+from collections import deque
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from ptta.curate.aesthetic import AestheticScorer
+from ptta.curate.clips import ClipCutter, ClipSpan
+from ptta.curate.flow import FlowTracker
+from ptta.curate.frames import cover_crop
+from ptta.curate.probe import InputError, probe_video, video_id
+from ptta.curate.records import clip_record, video_record, write_video_record
+from ptta.curate.settings import CurateSettings
+from ptta.curate.shots import make_shot_detector
+from ptta.video_io import iter_decoded_frames, write_decoded_video
+
+THUMBNAIL_WIDTH = 160
+# A video that decodes to less than this share of its stated duration is reported as truncated.
+TRUNCATION_RATIO = 0.9
+
+
+def select(flow: float | None, aesthetic: float, settings: CurateSettings) -> tuple[float | None, bool, str | None]:
+    """(S, selected, reason for rejection) by the paper's rule plus the optional hard limits."""
+    if flow is None:
+        return None, False, "no flow measurement inside the clip"
+    score = settings.alpha * flow + (1 - settings.alpha) * aesthetic
+    if settings.min_flow is not None and flow < settings.min_flow:
+        return score, False, f"flow {flow:.2f} < --min-flow {settings.min_flow}"
+    if settings.max_flow is not None and flow > settings.max_flow:
+        return score, False, f"flow {flow:.2f} > --max-flow {settings.max_flow}"
+    if settings.min_aesthetic is not None and aesthetic < settings.min_aesthetic:
+        return score, False, f"aesthetic {aesthetic:.2f} < --min-aesthetic {settings.min_aesthetic}"
+    if score < settings.theta:
+        return score, False, f"S {score:.2f} < theta {settings.theta}"
+    return score, True, None
+
+
+def resample_times(start: float, end: float, fps: float) -> np.ndarray:
+    """Output frame times start, start + 1/fps, ... before `end`."""
+    count = max(1, int(np.floor((end - start) * fps + 1e-6)))
+    return start + np.arange(count) / fps
+
+
+class VideoCurator:
+    """Holds one worker's scorer and the output folder; `run(path)` curates a video."""
+
+    def __init__(self, settings: CurateSettings, out_dir: Path, scorer: AestheticScorer):
+        self.settings = settings
+        self.out_dir = out_dir
+        self.scorer = scorer
+
+    def run(self, path: str | Path) -> dict:
+        """Curate `path`, write its record under out/videos/, and return it. Never raises for bad input."""
+        path = Path(path)
+        vid = video_id(path)
+        began = clock.perf_counter()
+        self._remove_partial_outputs(vid)
+        clips: list[dict] = []
+        warnings: list[str] = []
+        info, error, frames_decoded = None, None, 0
+        try:
+            info = probe_video(path, self.settings.max_pixels)
+            frames_decoded, seconds = self._decode_and_cut(path, vid, info, clips, warnings)
+            if info.duration and seconds < TRUNCATION_RATIO * info.duration - 0.5:
+                error = f"truncated: decoded {seconds:.2f} s of the {info.duration:.2f} s the header states"
+        except InputError as reason:
+            error = str(reason)
+        except av.error.FFmpegError as reason:
+            error = f"decoding failed after {len(clips)} clips: {reason}"
+        except Exception as reason:  # noqa: BLE001 - one broken video must not stop the run
+            error = f"{type(reason).__name__} while curating: {reason}"
+        record = video_record(path, vid, info, clips, error, warnings, frames_decoded, clock.perf_counter() - began)
+        write_video_record(self.out_dir, record)
+        return record
+
+    def _remove_partial_outputs(self, vid: str) -> None:
+        """A video without a record was in flight when a run died: drop what it left behind."""
+        for folder in ("clips", "thumbs"):
+            for stale in (self.out_dir / folder).glob(f"{vid}-*"):
+                stale.unlink()
+
+    def _decode_and_cut(self, path: Path, vid: str, info, clips: list[dict], warnings: list[str]) -> tuple[int, float]:
+        """Returns (frames decoded, seconds decoded); clips and warnings are appended as found."""
+        detector = make_shot_detector(self.settings, info.fps)
+        cutter = ClipCutter(1.0 / info.fps, self.settings.min_clip_seconds, self.settings.max_clip_seconds,
+                            detector.lag_frames)
+        flow = FlowTracker(info.width, info.height, info.fps)
+        buffer: deque[tuple[int, float, av.VideoFrame]] = deque()
+        index, first_time, previous_time = 0, None, None
+        shortest, longest = np.inf, 0.0  # frame intervals, to notice variable frame rate
+        for time, frame in iter_decoded_frames(path):
+            if previous_time is not None and time <= previous_time:
+                continue  # a repeated or out-of-order timestamp carries no new picture time
+            if (frame.width, frame.height) != (info.width, info.height):
+                raise InputError(f"frame size changes mid-stream ({info.width}x{info.height} -> {frame.width}x{frame.height})")
+            if previous_time is not None:
+                shortest, longest = min(shortest, time - previous_time), max(longest, time - previous_time)
+            previous_time = time
+            first_time = time if first_time is None else first_time
+            flow.push(time, frame)
+            buffer.append((index, time, frame))
+            for span in cutter.push(index, time, detector.push(index, frame)):
+                clips.append(self._finish_clip(vid, len(clips), path, info, span, buffer, flow))
+            while buffer and buffer[0][0] < cutter.oldest_needed:
+                buffer.popleft()
+            if buffer:
+                flow.forget_before(buffer[0][1])
+            index += 1
+        if index == 0:
+            raise InputError("no decodable video frames")
+        for span in cutter.finish(detector.finish()):
+            clips.append(self._finish_clip(vid, len(clips), path, info, span, buffer, flow))
+        if longest - shortest > 0.5 / info.fps:
+            warnings.append(
+                f"variable frame rate (frame intervals {shortest * 1000:.1f}-{longest * 1000:.1f} ms): "
+                "clips are cut on timestamps and written at a constant rate"
+            )
+        return index, previous_time - first_time + 1.0 / info.fps
+
+    def _finish_clip(self, vid: str, number: int, path: Path, info, span: ClipSpan, buffer, flow: FlowTracker) -> dict:
+        """Score a closed clip, save its thumbnail, write it if selected; return its manifest record."""
+        settings = self.settings
+        frames = [(t, f) for i, t, f in buffer if span.first <= i <= span.last]
+        clip_id = f"{vid}-{number:04d}"
+        # The centres of `aesthetic_frames` equal parts of the clip.
+        picks = [frames[int((k + 0.5) * len(frames) / settings.aesthetic_frames)][1] for k in range(settings.aesthetic_frames)]
+        aesthetic = float(np.mean(self.scorer.score([f.to_ndarray(format="rgb24") for f in picks])))
+        flow_score = flow.score(span.start, frames[-1][0])
+        score, selected, reason = select(flow_score, aesthetic, settings)
+        thumbnail = self._write_thumbnail(clip_id, frames[len(frames) // 2][1])
+
+        out_fps = settings.out_fps or info.fps
+        times = resample_times(span.start, span.end, out_fps)
+        width, height = settings.out_size or (info.width, info.height)
+        size = (width // 2 * 2, height // 2 * 2)  # yuv420p needs even sizes
+        clip_path = self._write_clip(clip_id, frames, times, out_fps) if selected else None
+        return clip_record(clip_id, vid, path, span, len(times), out_fps, size, flow_score, aesthetic, score,
+                           selected, reason, clip_path, thumbnail)
+
+    def _write_thumbnail(self, clip_id: str, frame: av.VideoFrame) -> str:
+        height = max(2, round(frame.height * THUMBNAIL_WIDTH / frame.width))
+        path = self.out_dir / "thumbs" / f"{clip_id}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(frame.reformat(width=THUMBNAIL_WIDTH, height=height, format="rgb24").to_ndarray()).save(path)
+        return path.relative_to(self.out_dir).as_posix()
+
+    def _write_clip(self, clip_id: str, frames: list[tuple[float, av.VideoFrame]], times: np.ndarray, fps: float) -> str:
+        """Encode the frames shown at `times` (resampled to `fps`, resized if asked); return the relative path."""
+        source_times = np.array([t for t, _ in frames])
+        # For each output time, the latest source frame shown at that moment.
+        picked = np.clip(np.searchsorted(source_times, times + 1e-6, side="right") - 1, 0, len(frames) - 1)
+        if self.settings.out_size is None:
+            chosen = [frames[k][1] for k in picked]
+        else:
+            resized = {k: cover_crop(frames[k][1], self.settings.out_size) for k in set(picked.tolist())}
+            chosen = [resized[k] for k in picked.tolist()]
+        final = self.out_dir / "clips" / f"{clip_id}.mp4"
+        partial = final.with_name(f"{clip_id}.partial.mp4")  # renamed only once complete
+        write_decoded_video(partial, chosen, fps=fps, crf=self.settings.crf, preset=self.settings.preset)
+        partial.replace(final)
+        return final.relative_to(self.out_dir).as_posix()
