@@ -12,6 +12,15 @@ import sys
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "curate": ("ptta.curate.command", "cut raw animation videos into scored, filtered, captioned 3-5 s clips"),
+    "curate-merge": ("ptta.curate.merge_command", "merge the outputs of sharded `ptta curate` runs into one manifest"),
+    "evaluate": ("ptta.evaluate.command", "score videos per method (VideoScore, weight-free metrics), Table 2"),
+    "ablate": ("ptta.evaluate.ablate", "compare HydraLoRA head counts N by VideoScore (Table 1)"),
+    "cache": ("ptta.train.commands.cache", "cache VAE latents and text embeddings of the curated clips"),
+    "train": ("ptta.train.commands.train", "fine-tune HunyuanVideo with HydraLoRA (or LoRA) on the cache"),
+    "sample": ("ptta.train.commands.sample", "generate videos from prompts with a trained adapter"),
+    "demo": ("ptta.train.commands.demo", "curate, cache, train and sample a small animation set on the tiny model"),
+    "make-tiny-model": ("ptta.train.commands.make_tiny_model", "write the embedded tiny HunyuanVideo to a folder"),
 }
 
 

@@ -1,0 +1,74 @@
+"""Frame-count and resolution buckets: every clip is cut to 4k+1 frames and a size divisible by 16.
+
+HunyuanVideo's VAE compresses time by 4 keeping the first frame ((F - 1) / 4 + 1 latent frames),
+so other frame counts silently lose frames; space is compressed by 8 and patched by 2, so other
+sizes are silently cropped. Clips of one bucket share a shape and can be batched together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+SPATIAL_MULTIPLE = 16
+TEMPORAL_MULTIPLE = 4
+
+
+@dataclass(frozen=True)
+class Bucket:
+    frames: int
+    height: int
+    width: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.frames}x{self.height}x{self.width}"
+
+
+def check_frame_count(frames: int) -> None:
+    """ValueError unless frames = 4k + 1 (1, 5, 9, ..., 33, 65, 97, 129)."""
+    if not isinstance(frames, int) or frames < 1 or (frames - 1) % TEMPORAL_MULTIPLE:
+        raise ValueError(f"frame count {frames!r} is not of the form 4k+1 (e.g. 33, 65, 97): the VAE keeps "
+                         f"the first frame and compresses the rest by 4")
+
+
+def check_resolution(height: int, width: int) -> None:
+    """ValueError unless both sides are positive multiples of 16."""
+    for name, side in (("height", height), ("width", width)):
+        if not isinstance(side, int) or side < SPATIAL_MULTIPLE or side % SPATIAL_MULTIPLE:
+            raise ValueError(f"{name} {side!r} is not a positive multiple of {SPATIAL_MULTIPLE} "
+                             f"(e.g. 448x800 instead of 450x800)")
+
+
+def choose_bucket(num_frames: int, height: int, width: int, frame_buckets: list[int],
+                  resolution_buckets: list[list[int]]) -> Bucket | None:
+    """The longest frame bucket the clip fills and the size closest in aspect ratio; None if too short."""
+    fitting = [f for f in frame_buckets if f <= num_frames]
+    if not fitting:
+        return None
+    aspect = math.log(width / height)
+    bucket_h, bucket_w = min(resolution_buckets, key=lambda hw: abs(math.log(hw[1] / hw[0]) - aspect))
+    return Bucket(max(fitting), bucket_h, bucket_w)
+
+
+def fit_clip(frames: np.ndarray, bucket: Bucket) -> np.ndarray:
+    """(F, H, W, 3) uint8 -> (bucket.frames, bucket.height, bucket.width, 3): the middle frames,
+    scaled to cover the bucket and centre-cropped (consecutive frames keep the motion's speed)."""
+    import cv2
+
+    if len(frames) < bucket.frames:
+        raise ValueError(f"clip has {len(frames)} frames, bucket {bucket.key} needs {bucket.frames}")
+    start = (len(frames) - bucket.frames) // 2
+    frames = frames[start:start + bucket.frames]
+    h, w = frames.shape[1:3]
+    scale = max(bucket.height / h, bucket.width / w)
+    new_h, new_w = max(bucket.height, round(h * scale)), max(bucket.width, round(w * scale))
+    top, left = (new_h - bucket.height) // 2, (new_w - bucket.width) // 2
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    out = np.empty((bucket.frames, bucket.height, bucket.width, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        resized = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
+        out[i] = resized[top:top + bucket.height, left:left + bucket.width]
+    return out

@@ -1,0 +1,201 @@
+"""`ptta cache`: VAE latents and text embeddings of every selected clip, in safetensors shards.
+
+Layout of the cache folder:
+    cache_info.json                   what the cache was made from (model, buckets, clip list hash)
+    shards/shard-00000.safetensors    per clip `<id>/latents` (C, T, H/8, W/8), already multiplied by
+                                      the VAE scaling factor; `<id>/prompt_embeds` (L, D) Llama
+                                      hidden_states[-3] of the templated caption, padding removed;
+                                      `<id>/pooled` (P,) CLIP pooled output. Metadata "clips" lists
+                                      id, caption and bucket; "skipped" the clips that could not be used.
+
+Shard i holds clips [i*shard_size, (i+1)*shard_size) of the manifest's selection and is written
+to a temporary name then renamed, so an interrupted run resumes at the first missing shard.
+Latents are the mode of the VAE posterior, so the cache is deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ptta.train.buckets import Bucket, choose_bucket, fit_clip
+from ptta.train.config import TrainConfig
+from ptta.train.manifest import SelectedClip, read_selected_clips
+
+CACHE_INFO_FILE = "cache_info.json"
+SHARD_DIR = "shards"
+CACHE_FORMAT_VERSION = 1
+
+
+class CacheError(ValueError):
+    """The cache folder does not match the config, or holds nothing to train on."""
+
+
+@dataclass(frozen=True)
+class CachedClip:
+    id: str
+    caption: str
+    bucket: Bucket
+    shard: Path
+
+
+def shard_path(cache_dir: Path, index: int) -> Path:
+    return cache_dir / SHARD_DIR / f"shard-{index:05d}.safetensors"
+
+
+def build_cache(config: TrainConfig, overwrite: bool = False, device: str | None = None, progress: bool = True) -> Path:
+    """Cache every selected clip of `config.data.manifest` into `config.data.cache_dir`; returns the folder."""
+    import torch
+    from av.error import FFmpegError
+    from tqdm import tqdm
+
+    from ptta.train.model import load_pipeline, prompt_template, resolve_model_dir
+    from ptta.train.text_embeddings import encode_prompts
+
+    clips = read_selected_clips(config.manifest_path)
+    model_dir = resolve_model_dir(config.model_spec())
+    cache_dir = config.cache_path
+    info = _cache_info(config, clips, model_dir)
+    _prepare_cache_dir(cache_dir, info, overwrite)
+
+    shard_size = config.data.shard_size
+    shards = [clips[i:i + shard_size] for i in range(0, len(clips), shard_size)]
+    todo = [i for i in range(len(shards)) if not shard_path(cache_dir, i).is_file()]
+    if not todo:
+        return cache_dir
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.bfloat16 if device.type == "cuda" and config.training.mixed_precision == "bf16" else torch.float32
+    pipe = load_pipeline(model_dir, dtype, transformer=None).to(device)
+    # tiles keep the VAE's memory bounded for long, large clips; small clips are not tiled
+    pipe.vae.enable_tiling()
+    template = prompt_template(model_dir)
+
+    bar = tqdm(total=sum(len(shards[i]) for i in todo), desc="cache", unit="clip", disable=not progress)
+    for index in todo:
+        tensors, records, skipped = {}, [], []
+        usable = []
+        for clip in shards[index]:
+            try:
+                latents, bucket = _encode_clip(pipe, clip, config, device, dtype)
+            except (OSError, ValueError, FFmpegError) as exc:
+                skipped.append({"id": clip.id, "reason": str(exc)})
+                bar.update()
+                continue
+            tensors[f"{clip.id}/latents"] = latents
+            records.append({"id": clip.id, "caption": clip.caption, "bucket": [bucket.frames, bucket.height, bucket.width]})
+            usable.append(clip)
+            bar.update()
+        embeddings = encode_prompts(pipe, [c.caption for c in usable], template, config.data.max_sequence_length, device)
+        for clip, (prompt_embeds, pooled) in zip(usable, embeddings):
+            tensors[f"{clip.id}/prompt_embeds"] = prompt_embeds
+            tensors[f"{clip.id}/pooled"] = pooled
+        _write_shard(shard_path(cache_dir, index), tensors, records, skipped)
+    bar.close()
+    return cache_dir
+
+
+def read_cache(cache_dir: str | Path) -> list[CachedClip]:
+    """Every cached clip, in shard order; CacheError if the folder is not a finished cache."""
+    from safetensors import safe_open
+
+    cache_dir = Path(cache_dir)
+    info_path = cache_dir / CACHE_INFO_FILE
+    if not info_path.is_file():
+        raise CacheError(f"{cache_dir} is not a ptta cache (no {CACHE_INFO_FILE}); run `ptta cache` first")
+    info = json.loads(info_path.read_text())
+    clips = []
+    for index in range(info["num_shards"]):
+        path = shard_path(cache_dir, index)
+        if not path.is_file():
+            raise CacheError(f"{path} is missing: the cache is unfinished; run `ptta cache` again to complete it")
+        with safe_open(str(path), framework="pt") as handle:
+            records = json.loads(handle.metadata()["clips"])
+        clips += [CachedClip(r["id"], r["caption"], Bucket(*r["bucket"]), path) for r in records]
+    if not clips:
+        raise CacheError(f"{cache_dir}: no clip could be cached (see the 'skipped' lists of its shards)")
+    return clips
+
+
+def skipped_clips(cache_dir: str | Path) -> list[dict]:
+    """[{id, reason}] of the clips the cache could not use (too short, unreadable)."""
+    from safetensors import safe_open
+
+    out = []
+    for path in sorted((Path(cache_dir) / SHARD_DIR).glob("shard-*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            out += json.loads(handle.metadata()["skipped"])
+    return out
+
+
+def _encode_clip(pipe, clip: SelectedClip, config: TrainConfig, device, dtype):
+    import numpy as np
+    import torch
+
+    from ptta.video_io import iter_frames
+
+    if not clip.path.is_file():
+        raise FileNotFoundError(f"clip file {clip.path} does not exist")
+    frames = [frame for _, frame in iter_frames(clip.path)]
+    if not frames:
+        raise ValueError(f"{clip.path}: no decodable frames")
+    frames = np.stack(frames)
+    bucket = choose_bucket(len(frames), frames.shape[1], frames.shape[2], config.data.frame_buckets,
+                           config.data.resolution_buckets)
+    if bucket is None:
+        raise ValueError(f"{clip.path}: {len(frames)} frames, fewer than the smallest frame bucket "
+                         f"{min(config.data.frame_buckets)}")
+    video = torch.from_numpy(fit_clip(frames, bucket)).permute(3, 0, 1, 2)[None]  # (1, 3, F, H, W)
+    video = (video.to(device=device, dtype=torch.float32) / 127.5 - 1.0).to(dtype)
+    with torch.no_grad():
+        latents = pipe.vae.encode(video).latent_dist.mode() * pipe.vae.config.scaling_factor
+    return latents[0].cpu().contiguous(), bucket
+
+
+def _cache_info(config: TrainConfig, clips: list[SelectedClip], model_dir: Path) -> dict:
+    settings = {
+        "format_version": CACHE_FORMAT_VERSION,
+        "model": str(model_dir.resolve()),
+        "manifest": str(config.manifest_path),
+        "frame_buckets": config.data.frame_buckets,
+        "resolution_buckets": config.data.resolution_buckets,
+        "max_sequence_length": config.data.max_sequence_length,
+        "shard_size": config.data.shard_size,
+        "clips": [[c.id, str(c.path), c.caption] for c in clips],
+    }
+    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    info = {k: v for k, v in settings.items() if k != "clips"}
+    info.update(num_clips=len(clips), num_shards=-(-len(clips) // config.data.shard_size), fingerprint=fingerprint)
+    return info
+
+
+def _prepare_cache_dir(cache_dir: Path, info: dict, overwrite: bool) -> None:
+    info_path = cache_dir / CACHE_INFO_FILE
+    if info_path.is_file() and not overwrite:
+        existing = json.loads(info_path.read_text())
+        if existing.get("fingerprint") != info["fingerprint"]:
+            changed = sorted(k for k in info if k != "fingerprint" and existing.get(k) != info[k]) or ["the clip list"]
+            raise CacheError(f"{cache_dir} holds a cache made from other inputs (differs in: {', '.join(changed)}); "
+                             f"use another data.cache_dir or pass --overwrite to rebuild it")
+        return
+    if overwrite and cache_dir.exists():
+        shutil.rmtree(cache_dir)
+    (cache_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(info_path, json.dumps(info, indent=2))
+
+
+def _write_shard(path: Path, tensors: dict, records: list, skipped: list) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"clips": json.dumps(records), "skipped": json.dumps(skipped)})
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,32 @@
+"""`ptta cache --config FILE.yaml`: VAE latents and text embeddings of the curated clips."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="training config YAML (its data section says what to cache)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete and rebuild data.cache_dir even if it was made from other inputs")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ptta.train.cache import CacheError, build_cache, read_cache, skipped_clips
+    from ptta.train.config import ConfigError, load_config
+    from ptta.train.manifest import ManifestError
+
+    try:
+        config = load_config(args.config)
+        cache_dir = build_cache(config, overwrite=args.overwrite, device=args.device)
+        clips = read_cache(cache_dir)
+    except (ConfigError, CacheError, ManifestError, FileNotFoundError) as exc:
+        print(f"ptta cache: {exc}", file=sys.stderr)
+        return 2
+    skipped = skipped_clips(cache_dir)
+    print(f"cached {len(clips)} clip(s) in {cache_dir}" + (f"; skipped {len(skipped)}" if skipped else ""))
+    for entry in skipped:
+        print(f"  skipped {entry['id']}: {entry['reason']}")
+    return 0

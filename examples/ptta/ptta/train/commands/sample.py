@@ -1,0 +1,66 @@
+"""`ptta sample`: prompts -> mp4 and GIF with a trained adapter (or an exported LoRA, or none)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ptta.train.sample import DEFAULT_FLOW_SHIFT, DEFAULT_GUIDANCE, DEFAULT_STEPS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompts", nargs="*", help="prompts (or use --prompts-file)")
+    parser.add_argument("--prompts-file", help="text file with one prompt per line")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--model", default="tiny", help="diffusers HunyuanVideo directory, or 'tiny' (default)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--adapter", help="HydraLoRA adapter folder, or a `ptta train` output folder")
+    source.add_argument("--lora", help="LoRA file exported for diffusers (lora_diffusers.safetensors)")
+    parser.add_argument("--heads", help="head weights, e.g. 0.7,0.3,0,0 (replaces the adapter's mixing)")
+    parser.add_argument("--merge", action="store_true", help="fold the adapter into the base weights first")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, one video per prompt and seed")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="embedded guidance scale")
+    parser.add_argument("--flow-shift", type=float, default=DEFAULT_FLOW_SHIFT)
+    parser.add_argument("--height", type=int, default=448)
+    parser.add_argument("--width", type=int, default=800)
+    parser.add_argument("--frames", type=int, default=33, help="4k+1 frames")
+    parser.add_argument("--fps", type=float, default=24.0)
+    parser.add_argument("--no-gif", action="store_true", help="write mp4 only")
+    parser.add_argument("--device", default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hydralora import HydraMergeError
+
+    from ptta.train.heads import parse_head_weights
+    from ptta.train.sample import generate_videos
+
+    try:
+        prompts = list(args.prompts)
+        if args.prompts_file:
+            path = Path(args.prompts_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"--prompts-file {path}: no such file")
+            prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        seeds = _parse_seeds(args.seeds)
+        heads = parse_head_weights(args.heads) if args.heads else None
+        paths = generate_videos(
+            prompts, args.out, model=args.model, adapter=args.adapter, lora=args.lora, head_weights=heads,
+            merge=args.merge, seeds=seeds, steps=args.steps, guidance=args.guidance, flow_shift=args.flow_shift,
+            height=args.height, width=args.width, frames=args.frames, fps=args.fps, gif=not args.no_gif,
+            device=args.device,
+        )
+    except (ValueError, FileNotFoundError, HydraMergeError) as exc:
+        print(f"ptta sample: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(paths)} video(s) to {args.out}")
+    return 0
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError as exc:
+        raise ValueError(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}") from exc

@@ -1,0 +1,181 @@
+"""Sampling HunyuanVideo with a trained adapter: `generate_videos`, shared by `ptta sample`, the
+demo and the evaluation.
+
+    from ptta.train.sample import generate_videos
+    paths = generate_videos(["anime girl reading books"], "out/", model="tiny", adapter="runs/x/adapter",
+                            seeds=range(10), steps=50, height=448, width=800, frames=33)
+
+Defaults are HunyuanVideo's inference settings: embedded guidance 6.0, flow shift 7.0, 50 steps.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ptta.train.buckets import check_frame_count, check_resolution
+
+DEFAULT_STEPS = 50
+DEFAULT_GUIDANCE = 6.0
+DEFAULT_FLOW_SHIFT = 7.0
+MAX_SEQUENCE_LENGTH = 256  # Llama prompt tokens after the template, as the HunyuanVideo pipeline
+SAMPLES_INDEX_FILE = "samples.jsonl"
+ADAPTER_SUBDIR = "adapter"
+
+
+def generate_videos(
+    prompts: Sequence[str],
+    out_dir: str | Path,
+    *,
+    model: str | Path = "tiny",
+    adapter: str | Path | None = None,
+    lora: str | Path | None = None,
+    head_weights: Sequence[float] | None = None,
+    merge: bool = False,
+    seeds: Iterable[int] = (0,),
+    steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
+    flow_shift: float = DEFAULT_FLOW_SHIFT,
+    height: int = 448,
+    width: int = 800,
+    frames: int = 33,
+    fps: float = 24.0,
+    gif: bool = True,
+    device: str | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Generate one video per (prompt, seed) and return the mp4 paths, prompt-major.
+
+    model: a diffusers HunyuanVideo directory or "tiny". adapter: a HydraLoRA adapter folder
+    (or a `ptta train` output folder holding `adapter/`); lora: a LoRA file exported for diffusers
+    (`lora_diffusers.safetensors`); neither samples the base model. head_weights: one weight per
+    head (e.g. [0.7, 0.3, 0, 0]) used in every layer instead of the adapter's mixing. merge: fold
+    the adapter into the base weights first (per-layer mixing, or with head_weights).
+    Writes `<index>-<prompt words>-seed<seed>.mp4` (and .gif) plus `samples.jsonl` into out_dir.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from ptta.train.model import prompt_template, resolve_model_dir
+    from ptta.train.text_embeddings import encode_prompts
+    from ptta.video_io import write_gif, write_video
+
+    prompts, seeds = list(prompts), list(seeds)
+    _check_arguments(prompts, seeds, adapter, lora, head_weights, merge, steps, height, width, frames)
+    model_dir = resolve_model_dir(model)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    pipe = load_sampling_pipeline(model_dir, dtype, device, adapter, lora, head_weights, merge, flow_shift)
+    embeddings = encode_prompts(pipe, prompts, prompt_template(model_dir), MAX_SEQUENCE_LENGTH, device)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths, index = [], []
+    bar = tqdm(total=len(prompts) * len(seeds), desc="sample", unit="video", disable=not progress)
+    for i, (prompt, (prompt_embeds, pooled)) in enumerate(zip(prompts, embeddings)):
+        for seed in seeds:
+            video = render_video(pipe, prompt_embeds, pooled, seed, steps, guidance, height, width, frames)
+            stem = f"{i:03d}-{_slug(prompt)}-seed{seed}"
+            path = write_video(out_dir / f"{stem}.mp4", video, fps)
+            if gif:
+                write_gif(out_dir / f"{stem}.gif", video, fps)
+            paths.append(path)
+            index.append({"prompt_index": i, "prompt": prompt, "seed": seed, "video": path.name})
+            bar.update()
+    bar.close()
+    (out_dir / SAMPLES_INDEX_FILE).write_text("".join(json.dumps(r) + "\n" for r in index))
+    return paths
+
+
+def load_sampling_pipeline(model_dir: Path, dtype, device, adapter=None, lora=None, head_weights=None,
+                           merge: bool = False, flow_shift: float = DEFAULT_FLOW_SHIFT, **components):
+    """The pipeline with the adapter or exported LoRA applied, the flow shift set, on `device`."""
+    import hydralora
+    import torch
+
+    from ptta.train.model import load_pipeline
+
+    pipe = load_pipeline(model_dir, dtype, **components)
+    set_flow_shift(pipe, flow_shift)
+    # decoding 33+ frames at 448x800 in one piece needs tens of GB; small videos are not tiled
+    pipe.vae.enable_tiling()
+    if adapter is not None:
+        hydralora.load_adapter(pipe.transformer, resolve_adapter_dir(adapter))
+        if head_weights is not None:
+            num_heads = hydralora.adapter_config(pipe.transformer).num_heads
+            if len(head_weights) != num_heads:
+                raise ValueError(f"head weights {list(head_weights)} have {len(head_weights)} entries; the adapter "
+                                 f"at {adapter} has {num_heads} heads")
+            hydralora.set_head_weights(pipe.transformer, torch.tensor(list(head_weights), dtype=torch.float32))
+        if merge:
+            hydralora.merge_adapter(pipe.transformer)
+    elif lora is not None:
+        lora = Path(lora)
+        if not lora.is_file():
+            raise FileNotFoundError(f"--lora {lora}: no such file")
+        pipe.load_lora_weights(str(lora))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def set_flow_shift(pipe, flow_shift: float) -> None:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, shift=flow_shift)
+
+
+def render_video(pipe, prompt_embeds, pooled, seed: int, steps: int, guidance: float, height: int, width: int,
+                 frames: int) -> np.ndarray:
+    """One video (frames, height, width, 3) uint8 from cached prompt embeddings (L, D) and pooled (P,)."""
+    import torch
+
+    device = pipe._execution_device
+    mask = torch.ones((1, prompt_embeds.shape[0]), dtype=torch.long, device=device)
+    output = pipe(
+        prompt_embeds=prompt_embeds[None].to(device),
+        pooled_prompt_embeds=pooled[None].to(device),
+        prompt_attention_mask=mask,
+        height=height,
+        width=width,
+        num_frames=frames,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        output_type="np",
+    )
+    return (np.clip(output.frames[0], 0, 1) * 255).round().astype(np.uint8)
+
+
+def resolve_adapter_dir(path: str | Path) -> Path:
+    """An adapter folder, or a training output folder holding one in `adapter/`."""
+    path = Path(path)
+    for candidate in (path, path / ADAPTER_SUBDIR):
+        if (candidate / "adapter_model.safetensors").is_file():
+            return candidate
+    raise FileNotFoundError(f"--adapter {path}: no adapter_model.safetensors there or in {path / ADAPTER_SUBDIR}")
+
+
+def _check_arguments(prompts, seeds, adapter, lora, head_weights, merge, steps, height, width, frames) -> None:
+    if not prompts:
+        raise ValueError("no prompts given")
+    if not seeds:
+        raise ValueError("no seeds given")
+    if adapter is not None and lora is not None:
+        raise ValueError("give either an adapter folder or an exported LoRA file, not both")
+    if head_weights is not None and adapter is None:
+        raise ValueError("head weights steer a HydraLoRA adapter: give --adapter too")
+    if merge and adapter is None:
+        raise ValueError("--merge folds a HydraLoRA adapter into the model: give --adapter too")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_resolution(height, width)
+    check_frame_count(frames)
+
+
+def _slug(prompt: str, max_words: int = 6) -> str:
+    words = re.findall(r"[a-z0-9]+", prompt.lower())[:max_words]
+    return "-".join(words) or "prompt"

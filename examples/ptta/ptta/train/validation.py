@@ -1,0 +1,48 @@
+"""Validation samples during training: the training transformer renders the config's prompts.
+
+The prompts are encoded once (text encoders are loaded, used and dropped again, so they do not sit
+in memory beside the transformer); each validation loads only the small VAE next to it.
+Videos go to OUT/validation/step-000100/<index>-seed<seed>.mp4 and .gif.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ptta.train.config import TrainConfig
+
+VALIDATION_DIR = "validation"
+
+
+def encode_validation_prompts(config: TrainConfig, model_dir: Path, device) -> list:
+    import torch
+
+    from ptta.train.model import load_pipeline, prompt_template
+    from ptta.train.text_embeddings import encode_prompts
+
+    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    pipe = load_pipeline(model_dir, dtype, transformer=None, vae=None).to(device)
+    embeddings = encode_prompts(pipe, config.validation.prompts, prompt_template(model_dir),
+                                config.data.max_sequence_length, device)
+    del pipe
+    return embeddings
+
+
+def render_validation(config: TrainConfig, model_dir: Path, transformer, embeddings: list, step: int, device) -> list[Path]:
+    import torch
+
+    from ptta.train.sample import load_sampling_pipeline, render_video
+    from ptta.video_io import write_gif, write_video
+
+    v = config.validation
+    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    pipe = load_sampling_pipeline(model_dir, dtype, device, flow_shift=v.flow_shift, transformer=transformer,
+                                  text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None)
+    out_dir = config.output_path / VALIDATION_DIR / f"step-{step:06d}"
+    paths = []
+    with torch.no_grad():
+        for i, (prompt_embeds, pooled) in enumerate(embeddings):
+            video = render_video(pipe, prompt_embeds, pooled, v.seed, v.steps, v.guidance, v.height, v.width, v.frames)
+            paths.append(write_video(out_dir / f"{i:03d}-seed{v.seed}.mp4", video, fps=24))
+            write_gif(out_dir / f"{i:03d}-seed{v.seed}.gif", video, fps=24)
+    return paths

@@ -1,0 +1,105 @@
+"""`generate_videos` / `ptta sample`: adapter, head steering, merge, exported LoRA, and bad arguments."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from test_train_fixtures import built_cache, clip_manifest, make_config_dict, tiny_model_dir  # noqa: F401
+
+from ptta.train.sample import generate_videos
+from ptta.video_io import read_video
+
+SIZE = {"height": 32, "width": 48, "frames": 9, "steps": 3}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, clip_manifest, built_cache, tmp_path_factory):
+    from ptta.train.config import config_from_dict
+    from ptta.train.trainer import train
+
+    out = tmp_path_factory.mktemp("trained")
+    data = make_config_dict(tiny_model_dir, clip_manifest, built_cache, out / "run",
+                            adapter={"mixing": "learned", "init_b_std": 0.5}, training={"max_steps": 2})
+    return train(config_from_dict(data), progress=False)
+
+
+def frames_of(path) -> np.ndarray:
+    frames, _ = read_video(path)
+    return frames.astype(np.float32)
+
+
+def test_writes_mp4_gif_and_index_per_prompt_and_seed(trained, tiny_model_dir, tmp_path):
+    paths = generate_videos(["a girl walks", "a red ball"], tmp_path, model=tiny_model_dir, adapter=trained.output_dir,
+                            seeds=[0, 1], progress=False, **SIZE)
+    assert [p.name for p in paths] == ["000-a-girl-walks-seed0.mp4", "000-a-girl-walks-seed1.mp4",
+                                       "001-a-red-ball-seed0.mp4", "001-a-red-ball-seed1.mp4"]
+    assert all(p.with_suffix(".gif").is_file() for p in paths)
+    assert frames_of(paths[0]).shape == (9, 32, 48, 3)
+    index = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [(r["prompt"], r["seed"], r["video"]) for r in index][1] == ("a girl walks", 1, paths[1].name)
+
+
+def test_same_seed_repeats_and_adapter_and_heads_change_the_video(trained, tiny_model_dir, tmp_path):
+    def one(name, **kwargs):
+        return frames_of(generate_videos(["a girl walks"], tmp_path / name, model=tiny_model_dir, progress=False,
+                                         gif=False, **SIZE, **kwargs)[0])
+
+    adapted = one("a", adapter=trained.adapter_dir)
+    np.testing.assert_array_equal(one("b", adapter=trained.adapter_dir), adapted)
+    assert np.abs(one("base") - adapted).mean() > 0.5
+    head0 = one("h0", adapter=trained.adapter_dir, head_weights=[1, 0, 0, 0])
+    head1 = one("h1", adapter=trained.adapter_dir, head_weights=[0, 1, 0, 0])
+    assert np.abs(head0 - head1).mean() > 0.5
+    merged = one("h0m", adapter=trained.adapter_dir, head_weights=[1, 0, 0, 0], merge=True)
+    assert np.abs(merged - head0).mean() < 0.5  # same model up to float rounding, then H.264
+
+
+def test_exported_lora_samples_like_the_adapter(trained, tiny_model_dir, tmp_path):
+    common = {"model": tiny_model_dir, "progress": False, "gif": False, **SIZE}
+    adapter_video = frames_of(generate_videos(["a red ball"], tmp_path / "a", adapter=trained.adapter_dir, **common)[0])
+    lora_video = frames_of(generate_videos(["a red ball"], tmp_path / "l", lora=trained.lora_path, **common)[0])
+    assert np.abs(adapter_video - lora_video).mean() < 0.5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"adapter": "x", "lora": "y"}, "either an adapter folder or an exported LoRA file"),
+        ({"head_weights": [1, 0, 0, 0]}, "give --adapter too"),
+        ({"merge": True}, "give --adapter too"),
+        ({"frames": 8}, "frame count 8 is not of the form 4k+1"),
+        ({"height": 40}, "height 40 is not a positive multiple of 16"),
+        ({"seeds": []}, "no seeds given"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, message):
+    arguments = {**SIZE, **kwargs}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        generate_videos(["p"], tmp_path / "out", model="/nonexistent", progress=False, **arguments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_wrong_head_count_and_missing_adapter(trained, tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="have 2 entries; the adapter .* has 4 heads"):
+        generate_videos(["p"], tmp_path, model=tiny_model_dir, adapter=trained.adapter_dir, head_weights=[1, 0],
+                        progress=False, **SIZE)
+    with pytest.raises(FileNotFoundError, match="no adapter_model.safetensors"):
+        generate_videos(["p"], tmp_path, model=tiny_model_dir, adapter=tmp_path, progress=False, **SIZE)
+
+
+def test_cli_reads_a_prompts_file_and_reports_bad_heads(trained, tiny_model_dir, tmp_path, capsys):
+    from ptta.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a girl walks\n\na red ball\n")
+    args = ["sample", "--prompts-file", str(prompts), "--out", str(tmp_path / "out"), "--model", str(tiny_model_dir),
+            "--adapter", str(trained.adapter_dir), "--heads", "0.7,0.3,0,0", "--seeds", "3", "--steps", "2",
+            "--height", "32", "--width", "48", "--frames", "9"]
+    assert main(args) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == ["000-a-girl-walks-seed3.mp4",
+                                                                       "001-a-red-ball-seed3.mp4"]
+    assert main(args[:-12] + ["--heads", "0.7;0.3"]) == 2
+    assert "--heads: expected comma-separated numbers" in capsys.readouterr().err

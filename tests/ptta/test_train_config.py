@@ -1,0 +1,95 @@
+"""The training config: the paper's defaults, and a clear error for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from ptta.train.config import ConfigError, config_from_dict, load_config
+
+
+def write_yaml(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_are_the_papers_hyper_parameters(tmp_path):
+    config = config_from_dict({})
+    assert (config.adapter.r, config.adapter.alpha, config.adapter.num_heads) == (32, 32.0, 4)
+    assert config.optimizer.lr == 2e-5 and config.optimizer.betas == [0.9, 0.99]
+    assert config.optimizer.weight_decay == 0.01 and config.training.epochs == 2
+    assert config.training.objective == "flow" and config.training.mixed_precision == "bf16"
+    hydra = config.hydra_config()
+    assert (hydra.r, hydra.num_heads, hydra.mixing) == (32, 4, "router")
+
+
+def test_lora_baseline_is_one_head_of_the_same_rank():
+    hydra = config_from_dict({"adapter": {"type": "lora", "r": 16, "alpha": 16}}).hydra_config()
+    assert (hydra.r, hydra.num_heads, hydra.mixing) == (16, 1, "fixed")
+
+
+def test_yaml_file_relative_paths_and_exponent_without_dot(tmp_path):
+    path = write_yaml(tmp_path / "run.yaml", {"output_dir": "out", "data": {"cache_dir": "c"}, "optimizer": {"lr": "2e-5"}})
+    config = load_config(path)
+    assert config.output_path == tmp_path / "out" and config.cache_path == tmp_path / "c"
+    assert config.optimizer.lr == 2e-5
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"trainig": {}}, "unknown key(s) ['trainig']"),
+        ({"training": {"batchsize": 2}}, "unknown key(s) ['training.batchsize']"),
+        ({"data": {"frame_buckets": [33, 64]}}, "data.frame_buckets: frame count 64 is not of the form 4k+1"),
+        ({"data": {"resolution_buckets": [[450, 800]]}}, "height 450 is not a positive multiple of 16"),
+        ({"optimizer": {"lr": "fast"}}, "optimizer.lr: expected float"),
+        ({"training": {"epochs": 0}}, "training.epochs: must be > 0"),
+        ({"training": {"objective": "v"}}, "training.objective: must be one of ['flow', 'epsilon']"),
+        ({"adapter": {"mixing": "dense"}}, "adapter: HydraConfig.mixing"),
+        ({"heads": {"from_captions": True}}, "heads.from_captions: the caption weights replace omega"),
+        ({"validation": {"every": 10}}, "validation.prompts: validation.every is set but no prompts"),
+        ({"model": "/nonexistent/hunyuan"}, "model: /nonexistent/hunyuan does not exist"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path, data, message):
+    path = write_yaml(tmp_path / "bad.yaml", data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_model_dir_without_model_index_is_rejected(tmp_path):
+    (tmp_path / "model").mkdir()
+    with pytest.raises(ConfigError, match="has no model_index.json"):
+        config_from_dict({"model": str(tmp_path / "model")})
+
+
+def test_missing_config_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml")
+    (tmp_path / "broken.yaml").write_text("training: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
+
+
+def test_train_cli_reports_bad_config_and_exits_2(tmp_path, capsys):
+    from ptta.cli import main
+
+    path = write_yaml(tmp_path / "bad.yaml", {"data": {"frame_buckets": [32]}})
+    assert main(["train", "--config", str(path)]) == 2
+    assert "frame count 32 is not of the form 4k+1" in capsys.readouterr().err
+
+
+def test_empty_manifest_is_a_clear_error(tmp_path, capsys):
+    from ptta.cli import main
+
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "clip_path": "a.mp4", "caption": "x", "selected": False}) + "\n")
+    path = write_yaml(tmp_path / "run.yaml", {"data": {"manifest": str(manifest)}})
+    assert main(["cache", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "no selected clips to train on (1 records" in err and str(manifest) in err
+    assert not (tmp_path / "cache").exists()  # nothing was created for a failed run
