@@ -16,13 +16,13 @@ import torch
 import triton
 import triton.language as tl
 
-from hydralora.kernels.tiling import dot_precision, heads_pad, prune_wide_row_blocks, rank_pad, row_pass_configs
+from hydralora.kernels.tiling import dot_precision, heads_pad, prune_row_blocks, rank_pad, row_pass_configs
 
 
 @triton.autotune(
     configs=row_pass_configs(),
     key=["M", "K", "R", "NUM_HEADS"],
-    prune_configs_by={"early_config_prune": prune_wide_row_blocks(lambda kw: kw["H_PAD"] * kw["R_PAD"])},
+    prune_configs_by={"early_config_prune": prune_row_blocks(lambda kw: kw["H_PAD"] * kw["R_PAD"])},
 )
 @triton.jit
 def hydra_heads_bwd_kernel(

@@ -3,7 +3,7 @@
 Both are skinny GEMMs whose long axis M is the reduction axis. Programs tile the short output
 axis (d for dB, k for dA) and split M into `reduction_splits` interleaved shares; each writes an
 fp32 partial sum and the launcher adds them, which is deterministic, unlike atomics.
-s~ = omega (x) s is rebuilt tile by tile from s and omega (gathered loads), never stored.
+s~ = omega (x) s is rebuilt tile by tile in registers from s and omega, never stored.
 """
 
 from __future__ import annotations
@@ -28,50 +28,53 @@ from hydralora.kernels.tiling import (
 @triton.jit
 def hydra_lora_b_bwd_kernel(
     dy_ptr, s_ptr, omega_ptr, partial_ptr,
-    M, N, R, NUM_HEADS,
+    M, N, R, NUM_HEADS, num_splits,
     stride_dym, stride_dyn, stride_sm, stride_sr, stride_om, stride_oh, stride_ps, stride_pn, stride_pc,
-    SPLITS: tl.constexpr, R_PAD: tl.constexpr, BLOCK_C: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    scale,
+    R_PAD: tl.constexpr, HEADS_PER_BLOCK: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    # partial[split, n, c] = sum over this split's rows m of dy[m, n] * s~[m, c], c = head * R_PAD + rank.
-    # The column block is the fastest grid axis, so programs sharing a dy tile run together (L2).
-    pid_c = tl.program_id(0)
+    # partial[split, n, c] = scale * sum over this split's rows m of dy[m, n] * s~[m, c], c = head * R_PAD + rank,
+    # for the HEADS_PER_BLOCK heads of this program. The head block is the fastest grid axis, so
+    # programs sharing a dy tile run together (L2).
+    pid_h = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_split = tl.program_id(2)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output columns of the linear [BLOCK_N]
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # concatenated (head, rank)    [BLOCK_C]
-    head_c = offs_c // R_PAD
-    rank_c = offs_c % R_PAD
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)                  # output columns of the linear [BLOCK_N]
+    offs_h = pid_h * HEADS_PER_BLOCK + tl.arange(0, HEADS_PER_BLOCK)  # heads                        [HEADS_PER_BLOCK]
+    offs_r = tl.arange(0, R_PAD)                                      # ranks, padded                [R_PAD]
+    offs_c = pid_h * HEADS_PER_BLOCK * R_PAD + tl.arange(0, HEADS_PER_BLOCK * R_PAD)  # (head, rank) columns
     mask_n = offs_n < N
-    mask_s = rank_c < R
-    mask_o = head_c < NUM_HEADS
+    mask_h = offs_h < NUM_HEADS
+    mask_r = offs_r < R
     dtype = dy_ptr.dtype.element_ty
 
-    acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
-    for m0 in range(pid_split * BLOCK_M, M, SPLITS * BLOCK_M):
+    acc = tl.zeros((BLOCK_N, HEADS_PER_BLOCK * R_PAD), dtype=tl.float32)
+    for m0 in range(pid_split * BLOCK_M, M, num_splits * BLOCK_M):
         offs_m = (m0 + tl.arange(0, BLOCK_M)).to(tl.int64)  # [BLOCK_M]
         mask_m = offs_m < M
         p_dy = dy_ptr + offs_n[:, None] * stride_dyn + offs_m[None, :] * stride_dym  # dy^T [BLOCK_N, BLOCK_M]
+        p_s = s_ptr + offs_m[:, None] * stride_sm + offs_r[None, :] * stride_sr      # [BLOCK_M, R_PAD]
+        p_o = omega_ptr + offs_m[:, None] * stride_om + offs_h[None, :] * stride_oh  # [BLOCK_M, HEADS_PER_BLOCK]
         b_dy = tl.load(p_dy, mask=mask_n[:, None] & mask_m[None, :], other=0.0)
-        p_s = s_ptr + offs_m[:, None] * stride_sm + rank_c[None, :] * stride_sr  # s per column [BLOCK_M, BLOCK_C]
-        p_o = omega_ptr + offs_m[:, None] * stride_om + head_c[None, :] * stride_oh  # omega per column
-        b_s = tl.load(p_s, mask=mask_m[:, None] & mask_s[None, :], other=0.0).to(tl.float32)
-        b_o = tl.load(p_o, mask=mask_m[:, None] & mask_o[None, :], other=0.0).to(tl.float32)
-        acc = tl.dot(b_dy, (b_o * b_s).to(dtype), acc, input_precision=DOT_PRECISION)
+        b_s = tl.load(p_s, mask=mask_m[:, None] & mask_r[None, :], other=0.0).to(tl.float32)
+        b_o = tl.load(p_o, mask=mask_m[:, None] & mask_h[None, :], other=0.0).to(tl.float32)
+        b_s_tilde = tl.reshape(b_o[:, :, None] * b_s[:, None, :], (BLOCK_M, HEADS_PER_BLOCK * R_PAD))
+        acc = tl.dot(b_dy, b_s_tilde.to(dtype), acc, input_precision=DOT_PRECISION)
 
     p_part = partial_ptr + pid_split * stride_ps + offs_n[:, None] * stride_pn + offs_c[None, :] * stride_pc
-    tl.store(p_part, acc, mask=mask_n[:, None])
+    tl.store(p_part, acc * scale, mask=mask_n[:, None])
 
 
 @triton.autotune(configs=column_reduction_configs(), key=["M", "N", "R", "NUM_HEADS"])
 @triton.jit(do_not_specialize=["seed"])
 def hydra_lora_a_bwd_kernel(
     x_ptr, ds_ptr, dlogits_ptr, partial_a_ptr, partial_g_ptr,
-    M, N, R, NUM_HEADS,
+    M, N, R, NUM_HEADS, num_splits,
     stride_xm, stride_xn, stride_dsm, stride_dsr, stride_dlm, stride_dlh,
     stride_pas, stride_par, stride_pan, stride_pgs, stride_pgh, stride_pgn,
     dropout_p, seed,
-    COMPUTE_A: tl.constexpr, COMPUTE_ROUTER: tl.constexpr, HAS_DROPOUT: tl.constexpr, SPLITS: tl.constexpr,
+    COMPUTE_A: tl.constexpr, COMPUTE_ROUTER: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     R_PAD: tl.constexpr, G_PAD: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -86,7 +89,7 @@ def hydra_lora_a_bwd_kernel(
 
     acc_a = tl.zeros((R_PAD, BLOCK_N), dtype=tl.float32)
     acc_g = tl.zeros((G_PAD, BLOCK_N), dtype=tl.float32)
-    for m0 in range(pid_split * BLOCK_M, M, SPLITS * BLOCK_M):
+    for m0 in range(pid_split * BLOCK_M, M, num_splits * BLOCK_M):
         offs_m = (m0 + tl.arange(0, BLOCK_M)).to(tl.int64)  # [BLOCK_M]
         mask_m = offs_m < M
         p_x = x_ptr + offs_m[:, None] * stride_xm + offs_n[None, :] * stride_xn  # [BLOCK_M, BLOCK_N]
@@ -118,23 +121,25 @@ def hydra_lora_b_backward(
     num_rows, out_features = grad_y.shape
     rank = s.shape[1]
     r_pad, h_pad = rank_pad(rank), heads_pad(num_heads)
-    block_c = min(h_pad * r_pad, MAX_CONCAT_BLOCK)  # wider accumulators would spill (N = 12, r = 32 is 512 wide)
-    column_blocks = h_pad * r_pad // block_c
-    splits = reduction_splits(num_rows, column_blocks * triton.cdiv(out_features, 128), grad_y.device)
+    # Wider accumulators would spill (N = 12, r = 32 is 512 columns); both are powers of two.
+    heads_per_block = max(1, min(h_pad, MAX_CONCAT_BLOCK // r_pad))
+    head_blocks = h_pad // heads_per_block
+    splits = reduction_splits(num_rows, head_blocks * triton.cdiv(out_features, 128), grad_y.device)
     partial = torch.empty((splits, out_features, h_pad * r_pad), dtype=torch.float32, device=grad_y.device)
 
     def grid(meta):
-        return (column_blocks, triton.cdiv(out_features, meta["BLOCK_N"]), splits)
+        return (head_blocks, triton.cdiv(out_features, meta["BLOCK_N"]), splits)
 
     hydra_lora_b_bwd_kernel[grid](
         grad_y, s, omega, partial,
-        num_rows, out_features, rank, num_heads,
+        num_rows, out_features, rank, num_heads, splits,
         grad_y.stride(0), grad_y.stride(1), s.stride(0), s.stride(1), omega.stride(0), omega.stride(1),
         partial.stride(0), partial.stride(1), partial.stride(2),
-        SPLITS=splits, R_PAD=r_pad, BLOCK_C=block_c, DOT_PRECISION=dot_precision(grad_y.dtype),
+        scale,
+        R_PAD=r_pad, HEADS_PER_BLOCK=heads_per_block, DOT_PRECISION=dot_precision(grad_y.dtype),
     )
     grad_b_cat = partial.sum(0).view(out_features, h_pad, r_pad)[:, :num_heads, :rank]
-    return (scale * grad_b_cat).permute(1, 0, 2)
+    return grad_b_cat.permute(1, 0, 2)
 
 
 def hydra_lora_a_backward(
@@ -165,12 +170,12 @@ def hydra_lora_a_backward(
 
     hydra_lora_a_bwd_kernel[grid](
         x, ds, dlogits_arg, partial_a_arg, partial_g_arg,
-        num_rows, in_features, rank, num_heads,
+        num_rows, in_features, rank, num_heads, splits,
         x.stride(0), x.stride(1), ds.stride(0), ds.stride(1), dlogits_arg.stride(0), dlogits_arg.stride(1),
         partial_a_arg.stride(0), partial_a_arg.stride(1), partial_a_arg.stride(2),
         partial_g_arg.stride(0), partial_g_arg.stride(1), partial_g_arg.stride(2),
         dropout_p, seed,
-        COMPUTE_A=compute_a, COMPUTE_ROUTER=compute_router, HAS_DROPOUT=dropout_p > 0, SPLITS=splits,
+        COMPUTE_A=compute_a, COMPUTE_ROUTER=compute_router, HAS_DROPOUT=dropout_p > 0,
         R_PAD=rank_pad(rank), G_PAD=router_pad(num_heads), DOT_PRECISION=dot_precision(x.dtype),
     )
     grad_a = partial_a.sum(0) if compute_a else None

@@ -18,7 +18,7 @@ import triton.language as tl
 from hydralora.kernels.tiling import dot_precision, gemm_configs, grouped_tile, rank_pad
 
 
-@triton.autotune(configs=gemm_configs(), key=["M", "N", "K", "R", "NUM_HEADS"])
+@triton.autotune(configs=gemm_configs(), key=["M", "N", "K", "R", "NUM_HEADS", "FUSE_BASE"])
 @triton.jit
 def hydra_fused_fwd_kernel(
     x_ptr, w_ptr, base_ptr, bias_ptr, s_ptr, omega_ptr, b_ptr, y_ptr,

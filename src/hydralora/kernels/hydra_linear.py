@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from hydralora.kernels.backward_heads import hydra_heads_backward
 from hydralora.kernels.backward_input import hydra_fused_grad_input
@@ -73,6 +74,7 @@ class HydraLinearFunction(torch.autograd.Function):
         return y, probs
 
     @staticmethod
+    @once_differentiable  # the kernels' backward is not itself differentiable: double backward errors
     def backward(ctx, grad_y, grad_probs):
         x, weight, lora_a, lora_b, router, s, omega = ctx.saved_tensors
         a_dtype, b_dtype, router_dtype, head_weights_dtype = ctx.param_dtypes

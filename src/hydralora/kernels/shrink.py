@@ -12,13 +12,13 @@ import triton
 import triton.language as tl
 
 from hydralora.kernels.dropout import dropout_keep
-from hydralora.kernels.tiling import dot_precision, prune_wide_row_blocks, rank_pad, router_pad, row_pass_configs
+from hydralora.kernels.tiling import dot_precision, prune_row_blocks, rank_pad, router_pad, row_pass_configs
 
 
 @triton.autotune(
     configs=row_pass_configs(),
     key=["M", "K", "R", "NUM_HEADS"],
-    prune_configs_by={"early_config_prune": prune_wide_row_blocks(lambda kw: kw["R_PAD"] + kw["G_PAD"])},
+    prune_configs_by={"early_config_prune": prune_row_blocks(lambda kw: kw["R_PAD"] + kw["G_PAD"])},
 )
 @triton.jit(do_not_specialize=["seed"])
 def hydra_shrink_fwd_kernel(

@@ -20,9 +20,8 @@ import triton.language as tl
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 
-
-# Widest block of the concatenated (head, rank) axis one dB program accumulates; the interpreter's
-# is small so that test shapes cross several blocks.
+# Widest block of the concatenated (head, rank) axis one dB program accumulates (whole heads, unless
+# one head is wider); the interpreter's is small so that test shapes cross several blocks.
 MAX_CONCAT_BLOCK = 32 if INTERPRETING else 128
 
 
@@ -84,8 +83,9 @@ def _config(num_warps: int = 4, num_stages: int = 3, **blocks: int) -> triton.Co
 def gemm_configs() -> list[triton.Config]:
     """Tiles for the two large GEMMs (y with the adapter in its K loop, dx likewise).
 
-    The GPU list is the Hopper/Ampere set of Triton's matmul tutorial; 128x256x64 with 8 warps is
-    the usual H100 winner for bf16 at these sizes.
+    The GPU list follows Triton's matmul tutorial for Hopper/Ampere; 128x256x64 in 3 stages is the
+    largest tile whose pipeline (144 KiB) fits H100 shared memory. Configs too large for a GPU
+    (A100 has 164 KiB) fail to launch while autotuning and are skipped by the autotuner.
     """
     if INTERPRETING:
         return [_config(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, GROUP_M=2, num_warps=1, num_stages=1)]
@@ -104,7 +104,11 @@ def row_pass_configs() -> list[triton.Config]:
     if INTERPRETING:
         return [_config(BLOCK_M=16, BLOCK_K=32, num_warps=1, num_stages=1)]
     return [
+        _config(BLOCK_M=16, BLOCK_K=32, num_warps=4, num_stages=2),
+        _config(BLOCK_M=16, BLOCK_K=64, num_warps=4, num_stages=3),
         _config(BLOCK_M=16, BLOCK_K=128, num_warps=4, num_stages=4),
+        _config(BLOCK_M=32, BLOCK_K=32, num_warps=4, num_stages=3),
+        _config(BLOCK_M=32, BLOCK_K=64, num_warps=4, num_stages=3),
         _config(BLOCK_M=32, BLOCK_K=128, num_warps=4, num_stages=4),
         _config(BLOCK_M=64, BLOCK_K=64, num_warps=4, num_stages=4),
         _config(BLOCK_M=64, BLOCK_K=128, num_warps=4, num_stages=3),
@@ -112,15 +116,26 @@ def row_pass_configs() -> list[triton.Config]:
     ]
 
 
-def prune_wide_row_blocks(accumulator_width):
-    """An autotune `early_config_prune` that drops row blocks whose fp32 accumulator
-    (BLOCK_M x accumulator_width(launch kwargs)) would exceed ~128 registers per thread and spill;
-    the row passes hold a whole padded rank (or heads x rank) per row."""
+def prune_row_blocks(operand_width):
+    """An autotune `early_config_prune` for the row passes, whose second operand is a whole padded
+    rank (or heads x rank) wide: `operand_width(launch kwargs)` columns.
+
+    It drops configs whose fp32 accumulator (BLOCK_M x width) would need more than ~128 registers
+    per thread (they spill) or whose pipelined 16-bit operand tiles, num_stages x BLOCK_K x
+    (BLOCK_M + width), pass 160 KiB of shared memory (A100 has 164, H100 227).
+    """
 
     def prune(configs, named_args, **kwargs):
-        width = accumulator_width(kwargs)
-        fitting = [c for c in configs if c.kwargs["BLOCK_M"] * width <= 128 * 32 * c.num_warps]
-        return fitting or [min(configs, key=lambda c: c.kwargs["BLOCK_M"])]
+        width = operand_width(kwargs)
+
+        def fits(config):
+            block_m, block_k = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_K"]
+            registers_ok = block_m * width <= 128 * 32 * config.num_warps
+            shared_ok = config.num_stages * block_k * (block_m + width) * 2 <= 160 * 1024
+            return registers_ok and shared_ok
+
+        fitting = [c for c in configs if fits(c)]
+        return fitting or [min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_K"], c.num_stages))]
 
     return prune
 
