@@ -1,7 +1,8 @@
 """Checkpoints that resume a run exactly, written so a crash never leaves a half-written one.
 
 `OUT/checkpoints/step-000012/` holds the adapter (adapter_model.safetensors + adapter_config.json,
-loadable by hydralora.load_adapter), optimizer.pt (AdamW moments), trainer_state.json (step, data
+loadable by hydralora.load_adapter), optimizer.pt (AdamW moments; under FSDP gathered whole and
+keyed by parameter name), trainer_state.json (step, data
 position, scheduler state, settings that must not change on resume) and rng-rank<r>.safetensors /
 .json (torch, CUDA, numpy and Python random states of every process). Every process writes into
 `step-000012.partial/`; the main process renames it into place once all files are there, then
@@ -52,6 +53,8 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, state: dict, outpu
     """Write a checkpoint of step `state["step"]` from every process; returns its folder."""
     import hydralora
 
+    from ptta.train.fsdp import full_adapter, is_sharded, optimizer_state_to_save
+
     final = checkpoint_path(output_dir, state["step"])
     staging = final.with_name(final.name + ".partial")
     if accelerator.is_main_process:
@@ -60,9 +63,13 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, state: dict, outpu
     accelerator.wait_for_everyone()
     _save_rng_state(staging, accelerator.process_index)
     accelerator.wait_for_everyone()
+    with full_adapter(model):
+        if accelerator.is_main_process:
+            hydralora.save_adapter(model, staging)
+    sharded = is_sharded(model)
+    optimizer_state = optimizer_state_to_save(model, optimizer) if sharded else optimizer.state_dict()
     if accelerator.is_main_process:
-        hydralora.save_adapter(model, staging)
-        torch.save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
+        torch.save(optimizer_state, staging / OPTIMIZER_FILE)
         full_state = {**state, "scheduler": scheduler.state_dict()}
         (staging / STATE_FILE).write_text(json.dumps(full_state, indent=2))
         if final.exists():
@@ -78,6 +85,8 @@ def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> dic
     """Restore adapter, optimiser, scheduler and this process's RNG states; returns the trainer state."""
     import hydralora
 
+    from ptta.train.fsdp import full_adapter, is_sharded, load_optimizer_state
+
     path = Path(path)
     state_path = path / STATE_FILE
     if not state_path.is_file():
@@ -86,8 +95,16 @@ def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> dic
     if state["world_size"] != accelerator.num_processes:
         raise ResumeError(f"{path} was written by a run with {state['world_size']} processes; resume it with the same "
                           f"number (this run has {accelerator.num_processes}) so the data order stays the same")
-    hydralora.load_adapter(model, path)
-    optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+    with full_adapter(model):
+        hydralora.load_adapter(model, path)
+    if is_sharded(model):
+        # read once, on the main process, and scattered from there
+        saved = None
+        if accelerator.is_main_process:
+            saved = torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        load_optimizer_state(model, optimizer, saved)
+    else:
+        optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
     scheduler.load_state_dict(state.pop("scheduler"))
     _load_rng_state(path, accelerator.process_index)
     return state

@@ -113,6 +113,8 @@ class TrainingConfig:
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "bf16"
     gradient_checkpointing: bool = True
+    # shard the frozen base over the processes (FSDP2) instead of a whole copy per process (DDP)
+    fsdp: bool = False
     objective: str = "flow"
     sigma_sampling: str = "logit_normal"
     logit_mean: float = 0.0
@@ -342,6 +344,9 @@ def validate(config: TrainConfig) -> None:
     positive("validation.every", val.every, allow_zero=True)
     if val.every and not val.prompts:
         fail("validation.prompts", "validation.every is set but no prompts are given")
+    if val.every and train.fsdp:
+        fail("validation.every", "validation samples on the main process alone, which a transformer sharded by "
+             "training.fsdp cannot do; sample the checkpoints with `ptta sample --adapter` instead")
     positive("validation.steps", val.steps)
     try:
         check_resolution(val.height, val.width)

@@ -1,6 +1,7 @@
 """`ptta train`: HydraLoRA (or LoRA) fine-tuning of the HunyuanVideo transformer on cached clips.
 
-One process or many (accelerate / torchrun: DDP). The base transformer is frozen (bf16 with
+One process or many (accelerate / torchrun: DDP, or with `training.fsdp` the frozen base sharded
+by FSDP2, see ptta.train.fsdp). The base transformer is frozen (bf16 with
 `mixed_precision: bf16`, adapter weights fp32), gradient checkpointing optional, AdamW with a
 linear warm-up then a constant learning rate (the paper names no schedule). Each optimiser step
 draws its noise and noise levels from a generator seeded by (seed, step, rank), so a resumed run
@@ -55,9 +56,10 @@ def resume_settings(config: TrainConfig) -> dict:
         "adapter": config.to_dict()["adapter"],
         "heads": config.to_dict()["heads"],
         "optimizer": config.to_dict()["optimizer"],
+        # fsdp too: the optimiser file of a sharded run is keyed by parameter name, not position
         "training": {k: getattr(t, k) for k in ("batch_size", "gradient_accumulation_steps", "mixed_precision",
                                                   "objective", "sigma_sampling", "logit_mean", "logit_std", "shift",
-                                                  "guidance")},
+                                                  "guidance", "fsdp")},
     }
 
 
@@ -68,6 +70,7 @@ def train(config: TrainConfig, resume: str | None = None, progress: bool = True)
 
     from ptta.train.cache import read_cache
     from ptta.train.data import CachedClipReader, epoch_plan, steps_per_epoch
+    from ptta.train.fsdp import shard_transformer
     from ptta.train.model import load_transformer, resolve_model_dir
 
     if config.adapter.type == "none":
@@ -79,9 +82,13 @@ def train(config: TrainConfig, resume: str | None = None, progress: bool = True)
     # keeps that setting process-wide and would refuse a second run with another precision.
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     if accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
-        # checkpoints gather the adapter and optimiser from one process; sharded states need other code
-        raise ConfigError(f"ptta train runs one process or DDP, not {accelerator.distributed_type.value}; "
-                          f"see docs/ptta-guide.md (multi-GPU) for the memory budget and the FSDP status")
+        # accelerate's FSDP / DeepSpeed wrappers would bypass ptta's sharding and checkpoint code
+        raise ConfigError(f"ptta train runs one process, DDP or its own FSDP (training.fsdp: true under a plain "
+                          f"multi-process launch), not accelerate's {accelerator.distributed_type.value}; "
+                          f"see docs/ptta-guide.md (Several GPUs)")
+    if config.training.fsdp and accelerator.num_processes < 2:
+        raise ConfigError(f"{config.source}: training.fsdp shards the model over processes, but this run has one; "
+                          f"launch several (torchrun / accelerate launch) or set training.fsdp: false")
     output_dir = config.output_path
     checkpoint = _checkpoint_to_resume(output_dir, resume)
     if checkpoint is not None:
@@ -99,13 +106,21 @@ def train(config: TrainConfig, resume: str | None = None, progress: bool = True)
         transformer.enable_gradient_checkpointing()
     hydralora.inject(transformer, config.hydra_config())
     transformer.train()
+    if config.training.fsdp:
+        # sharded before the optimiser is built, so it holds the sharded parameters; fully_shard moves
+        # each block to the device as it shards it, so the whole base never sits on one GPU
+        shard_transformer(transformer)
     params = [p for p in transformer.parameters() if p.requires_grad]
     opt = config.optimizer
     optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay, eps=opt.eps)
     warmup = opt.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     # the scheduler stays outside prepare(): accelerate would step it once per process per step
-    model, optimizer = accelerator.prepare(transformer, optimizer)
+    if config.training.fsdp:
+        # a sharded model must not be wrapped in DDP as well
+        model, optimizer = transformer, accelerator.prepare(optimizer)
+    else:
+        model, optimizer = accelerator.prepare(transformer, optimizer)
     unwrapped = accelerator.unwrap_model(model)
 
     world = accelerator.num_processes
@@ -209,7 +224,7 @@ class _TrainingLoop:
             noisy = make_noisy_batch(batch.latents, t, generator)
             guidance = torch.full((len(indices),), t.guidance * 1000.0, device=acc.device)
             last = i == len(micro_batches) - 1
-            with (nullcontext() if last else acc.no_sync(self.model)), self._head_weights(batch.captions):
+            with self._gradient_sync(last), self._head_weights(batch.captions):
                 with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=t.mixed_precision == "bf16"):
                     prediction = self.model(hidden_states=noisy.noisy, timestep=noisy.timestep,
                                             encoder_hidden_states=batch.prompt_embeds,
@@ -236,6 +251,14 @@ class _TrainingLoop:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss, balance, tokens, grad_norm, lr
+
+    def _gradient_sync(self, enabled: bool):
+        """Gradients are reduced over processes only on the last micro-batch of a step."""
+        from ptta.train.fsdp import gradient_sync
+
+        if self.config.training.fsdp:
+            return gradient_sync(self.model, enabled)
+        return nullcontext() if enabled else self.accelerator.no_sync(self.model)
 
     def _head_weights(self, captions: list[str]):
         """Per-sample head weights from the captions (`heads.from_captions`), else nothing."""
@@ -267,14 +290,17 @@ def _finish(config: TrainConfig, accelerator, unwrapped, output_dir: Path, steps
     """Final adapter, diffusers LoRA export (per-layer mixing only), loss curve and summary."""
     import hydralora
 
+    from ptta.train.fsdp import full_adapter
     from ptta.train.metrics import LOSS_CURVE_FILE, METRICS_FILE, plot_loss_curve
 
     adapter_dir = output_dir / ADAPTER_DIR
     lora_path = output_dir / LORA_EXPORT_FILE if hydralora.adapter_config(unwrapped).per_layer_mixing else None
+    with full_adapter(unwrapped):
+        if accelerator.is_main_process:
+            hydralora.save_adapter(unwrapped, adapter_dir)
+            if lora_path is not None:
+                hydralora.export_lora(unwrapped, lora_path, format="diffusers", prefix="transformer")
     if accelerator.is_main_process:
-        hydralora.save_adapter(unwrapped, adapter_dir)
-        if lora_path is not None:
-            hydralora.export_lora(unwrapped, lora_path, format="diffusers", prefix="transformer")
         plot_loss_curve(output_dir / METRICS_FILE, output_dir / LOSS_CURVE_FILE,
                         title=f"{config.adapter.type} training loss")
         summary = {"steps": steps, "last_loss": last_loss, "adapter": str(adapter_dir),
