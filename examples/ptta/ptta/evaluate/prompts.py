@@ -13,10 +13,10 @@ optional `id` / `focus` columns: see `load_prompts`.
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from ptta.tables import read_table
 
 
 @dataclass(frozen=True)
@@ -85,17 +85,8 @@ def load_prompts(path: str | Path) -> list[EvalPrompt]:
     suffix = path.suffix.lower()
     if suffix == ".txt":
         rows = [{"prompt": line.strip()} for line in path.read_text().splitlines() if line.strip()]
-    elif suffix == ".csv":
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    elif suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({error})") from error
+    elif suffix in (".csv", ".jsonl"):
+        rows = [row for _, row in read_table(path)]
     else:
         raise ValueError(f"{path}: prompt files are .txt, .csv or .jsonl")
     prompts = []

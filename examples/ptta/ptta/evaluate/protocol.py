@@ -16,9 +16,10 @@ videos of each (method, prompt).
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from ptta.tables import read_table
 
 from ptta.evaluate.prompts import EvalPrompt
 
@@ -57,28 +58,6 @@ def plan_videos(methods: list[str], prompts: list[EvalPrompt], samples: int, bas
     ]
 
 
-def _read_rows(path: Path) -> list[tuple[int, dict]]:
-    """(line number, row) pairs from a CSV with a header or a JSONL file."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with path.open(newline="") as handle:
-            return [(number + 2, row) for number, row in enumerate(csv.DictReader(handle))]
-    if suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ManifestError(f"{path}:{number}: not valid JSON ({error})") from error
-            if not isinstance(row, dict):
-                raise ManifestError(f"{path}:{number}: expected a JSON object")
-            rows.append((number, row))
-        return rows
-    raise ManifestError(f"{path}: manifests are .csv or .jsonl")
-
-
 def _optional_int(path: Path, number: int, row: dict, key: str) -> int | None:
     value = row.get(key)
     if value is None or str(value).strip() == "":
@@ -99,7 +78,7 @@ def read_manifest(path: str | Path, video_root: str | Path | None = None,
     prompt_ids: dict[str, str] = {}
     counts: dict[tuple[str, str], int] = {}
     records, seen = [], {}
-    for number, row in _read_rows(path):
+    for number, row in read_table(path, ManifestError):
         video, prompt = str(row.get("video") or "").strip(), str(row.get("prompt") or "").strip()
         if not video or not prompt:
             raise ManifestError(f"{path}:{number}: every row needs 'video' and 'prompt'")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from ptta.tables import read_table
 
 # field names of a manifest record that training reads
 ID_FIELD, CLIP_FIELD, CAPTION_FIELD, SELECTED_FIELD, ERROR_FIELD = "id", "clip_path", "caption", "selected", "error"
@@ -27,13 +28,7 @@ def read_selected_clips(manifest: str | Path) -> list[SelectedClip]:
     if not manifest.is_file():
         raise ManifestError(f"manifest {manifest} does not exist (run `ptta curate` first)")
     clips, total, errors, uncaptioned = [], 0, 0, []
-    for line_number, line in enumerate(manifest.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"{manifest}:{line_number}: not valid JSON: {exc}") from exc
+    for line_number, record in read_table(manifest, ManifestError):
         total += 1
         if record.get(ERROR_FIELD):
             errors += 1
