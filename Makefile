@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml examples/ptta/pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ptta demo --out runs/demo
+	$(BIN)/ptta demo --out runs/demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests
