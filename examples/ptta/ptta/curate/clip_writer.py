@@ -1,0 +1,93 @@
+"""Encode selected clips on a background thread, so encoding overlaps decoding the rest of the video.
+
+Re-encoding kept clips costs more than decoding them (libx264 at 720p takes several times a 720p
+decode), so writing them in line would stall the decoder for every kept clip. PyAV releases the
+GIL while libx264 encodes and while the decoder decodes, so a second thread runs them in parallel.
+
+One clip is encoded at a time; handing over the next one first waits for the previous to finish.
+That bounds memory to one clip's frames beyond the decode buffer, and a failed write is known
+before the next clip starts: it marks its clip (`clip_path` None, `error` set) and raises
+`ClipWriteError`, which fails the video, so a `--retry-failed` run curates it again.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Self
+
+import av
+import numpy as np
+
+from ptta.curate.frames import cover_crop
+from ptta.video_io import write_decoded_video
+
+
+class ClipWriteError(Exception):
+    """A selected clip could not be written."""
+
+
+def encode_clip(out_dir: Path, clip_id: str, frames: list[tuple[float, av.VideoFrame]], times: np.ndarray,
+                fps: float, out_size: tuple[int, int] | None, crf: int, preset: str) -> str:
+    """Encode the frames shown at `times` (resampled to `fps`, resized if asked); return the relative path."""
+    source_times = np.array([t for t, _ in frames])
+    # For each output time, the latest source frame shown at that moment.
+    picked = np.clip(np.searchsorted(source_times, times + 1e-6, side="right") - 1, 0, len(frames) - 1)
+    if out_size is None:
+        chosen = [frames[k][1] for k in picked]
+    else:
+        resized = {k: cover_crop(frames[k][1], out_size) for k in set(picked.tolist())}
+        chosen = [resized[k] for k in picked.tolist()]
+    final = out_dir / "clips" / f"{clip_id}.mp4"
+    partial = final.with_name(f"{clip_id}.partial.mp4")  # renamed only once complete
+    try:
+        write_decoded_video(partial, chosen, fps=fps, crf=crf, preset=preset)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a failed video's record stays, so no rerun would clean it
+        raise
+    partial.replace(final)
+    return final.relative_to(out_dir).as_posix()
+
+
+class BackgroundClipWriter:
+    """`submit` clips of one video, then leave the `with` block (it waits for the last write).
+
+    The frames handed over must no longer be used by the caller: the encoder re-times them.
+    """
+
+    def __init__(self, out_dir: Path, out_size: tuple[int, int] | None, crf: int, preset: str):
+        self._out_dir = out_dir
+        self._options = {"out_size": out_size, "crf": crf, "preset": preset}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="clip-writer")
+        self._in_flight: tuple[dict, Future] | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            self.wait()
+        except ClipWriteError:
+            if exc_type is None:  # otherwise the clip is marked and the error already leaving wins
+                raise
+        finally:
+            self._pool.shutdown()
+
+    def submit(self, clip: dict, frames: list[tuple[float, av.VideoFrame]], times: np.ndarray, fps: float) -> None:
+        """Start writing `clip` (its record; `clip_path` is already set) once the previous write is done."""
+        self.wait()
+        future = self._pool.submit(encode_clip, self._out_dir, clip["id"], frames, times, fps, **self._options)
+        self._in_flight = (clip, future)
+
+    def wait(self) -> None:
+        """Block until the write in flight is done; raise ClipWriteError if it failed."""
+        if self._in_flight is None:
+            return
+        clip, future = self._in_flight
+        self._in_flight = None
+        try:
+            future.result()
+        except Exception as error:  # any failure of the encoder is reported the same way
+            reason = f"writing the clip failed: {type(error).__name__}: {error}"
+            clip["clip_path"], clip["error"] = None, reason
+            raise ClipWriteError(f"{clip['id']}: {reason}") from error
