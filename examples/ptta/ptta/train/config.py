@@ -187,22 +187,11 @@ class TrainConfig:
         a = self.adapter
         if a.type == "none":
             return None
-        lora = a.type == "lora"
-        return hydralora.HydraConfig(
-            r=a.r,
-            alpha=a.alpha,
-            num_heads=1 if lora else a.num_heads,
-            mixing="fixed" if lora else a.mixing,
-            router_input=a.router_input,
-            router_temperature=a.router_temperature,
-            balance_loss_weight=0.0 if lora else a.balance_loss_weight,
-            fixed_weights=None if lora else a.fixed_weights,
-            dropout=a.dropout,
-            target_modules=a.target_modules,
-            exclude_modules=a.exclude_modules,
-            init_b=a.init_b,
-            init_b_std=a.init_b_std,
-        )
+        # every adapter field but `type` is a HydraConfig field of the same name and meaning
+        fields = {f.name: getattr(a, f.name) for f in dataclasses.fields(a) if f.name != "type"}
+        if a.type == "lora":
+            fields.update(num_heads=1, mixing="fixed", balance_loss_weight=0.0, fixed_weights=None)
+        return hydralora.HydraConfig(**fields)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
