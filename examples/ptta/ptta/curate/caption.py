@@ -11,14 +11,14 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from ptta.tables import read_table
 
 # The paper's captions are comma-separated tags (Fig. 2: "anime girl, reading books, desk, gentle
 # action, soft gaze, solo, full body, anime style"); the prompt asks for exactly that shape.
@@ -65,21 +65,9 @@ class SidecarCaptioner:
     def _load(self, path: Path) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"--caption-file {path}: no such file")
-        if path.suffix.lower() == ".csv":
-            with path.open(newline="") as handle:
-                rows = list(csv.DictReader(handle))
-        elif path.suffix.lower() in (".jsonl", ".json"):
-            rows = []
-            for number, line in enumerate(path.read_text().splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as error:
-                        raise ValueError(f"--caption-file {path}:{number}: not JSON ({error})") from None
-        else:
-            raise ValueError(f"--caption-file {path}: expected a .csv or .jsonl file")
-        for number, row in enumerate(rows, 1):
-            if not isinstance(row, dict) or not row.get("caption") or not (row.get("id") or row.get("source")):
+        rows = read_table(path, label=f"--caption-file {path}")
+        for number, (_, row) in enumerate(rows, 1):
+            if not row.get("caption") or not (row.get("id") or row.get("source")):
                 raise ValueError(f"--caption-file {path}: row {number} needs 'caption' and 'id' or 'source'")
             if row.get("id"):
                 self._by_key[f"id:{row['id']}"] = row["caption"]
