@@ -244,3 +244,41 @@ def test_peft_export_loads_with_set_peft_model_state_dict(tmp_path):
     assert not result.unexpected_keys
     assert not [key for key in result.missing_keys if "lora_" in key]
     torch.testing.assert_close(model_output(peft_model, nested_inputs()), expected, **FP32)
+
+
+def tied_pair(mixing: str = "learned") -> nn.Sequential:
+    """Two Linears sharing one weight Parameter (tied), each with its own adapter."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    model[1].weight = model[0].weight
+    hydralora.inject(model, HydraConfig(r=4, num_heads=3, mixing=mixing))
+    randomize_adapters(model, std=0.2)
+    return model
+
+
+def test_unmerge_restores_a_weight_tied_between_two_layers_bit_exactly():
+    model = tied_pair()
+    original = model[0].base_layer.weight.detach().clone()
+    hydralora.merge_adapter(model)
+    hydralora.unmerge_adapter(model)
+    assert torch.equal(model[0].base_layer.weight, original)
+    hydralora.merge_adapter(model)
+    hydralora.unload(model)
+    assert torch.equal(model[0].weight, original)
+
+
+def test_model_wide_merge_and_unload_check_every_layer_before_changing_any():
+    model = tied_pair(mixing="router")
+    original = model[0].base_layer.weight.detach().clone()
+    model[0].set_head_weights(torch.tensor([1.0, 0.0, 0.0]))  # layer 0 can merge, layer 1 cannot
+    with pytest.raises(HydraMergeError, match="per-token router"):
+        hydralora.merge_adapter(model)
+    with pytest.raises(HydraMergeError, match="per-token router"):
+        hydralora.unload(model, merge=True)
+    assert all(isinstance(layer, HydraLinear) and not layer.merged for layer in model)
+    assert torch.equal(model[0].base_layer.weight, original)
+    model[1].set_head_weights(torch.tensor([0.0, 1.0, 0.0]))
+    model[1].merge()
+    with pytest.raises(HydraMergeError, match="'0': layer is not merged"):
+        hydralora.unmerge_adapter(model)
+    assert model[1].merged

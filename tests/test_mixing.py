@@ -70,6 +70,8 @@ def test_override_with_wrong_head_count_is_refused_at_the_setter():
     layer = make_layer(mixing="fixed")
     with pytest.raises(ValueError, match="need 4 entries"):
         layer.set_head_weights(torch.ones(3))
+    with pytest.raises(ValueError, match="need 4 entries"):
+        layer.set_head_weights(torch.tensor(1.0))  # a 0-dim tensor has no last dim
 
 
 def test_override_with_wrong_leading_shape_fails_at_forward():
@@ -219,3 +221,19 @@ def test_head_usage_is_the_mean_gate_and_sums_to_one():
     for _, layer in hydralora.hydra_layers(model):
         assert layer.last_head_usage.shape == (4,)
         assert layer.last_head_usage.sum().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_balance_loss_under_non_reentrant_checkpointing():
+    """The gradient reaches the routers as without checkpointing, and the backward's recompute (which
+    stops early) leaves balance_loss(model) as the forward set it."""
+    x = torch.randn(2, 7, 8)
+    plain, checkpointed = router_model(0.05), router_model(0.05)
+    checkpointed.load_state_dict(plain.state_dict())
+    plain_loss = plain(x).square().mean() + hydralora.balance_loss(plain)
+    plain_loss.backward()
+    y = torch.utils.checkpoint.checkpoint(checkpointed, x.clone().requires_grad_(), use_reentrant=False)
+    before = hydralora.balance_loss(checkpointed)
+    (y.square().mean() + before).backward()
+    assert hydralora.balance_loss(checkpointed).item() == before.item()
+    for index, layer in hydralora.hydra_layers(checkpointed):
+        torch.testing.assert_close(layer.router.weight.grad, plain.get_submodule(index).router.weight.grad)

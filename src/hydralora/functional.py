@@ -8,6 +8,7 @@ triton together with TRITON_INTERPRET=1 to run the kernels on the CPU.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -36,6 +37,7 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
     return name
 
 
+@functools.cache  # asked on every CUDA call: a failing import would search sys.path each time
 def _triton_available() -> bool:
     try:
         import triton  # noqa: F401

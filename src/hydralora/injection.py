@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from hydralora.config import HydraConfig
-from hydralora.layer import HydraLinear
+from hydralora.layer import HydraLinear, HydraMergeError
 
 
 class HydraInjectionError(ValueError):
@@ -89,27 +89,55 @@ def inject(model: nn.Module, config: HydraConfig) -> nn.Module:
 
 
 def unload(model: nn.Module, merge: bool = False) -> nn.Module:
-    """Give back plain nn.Linear modules, with the adapters folded in when `merge`; return `model`."""
+    """Give back plain nn.Linear modules, with the adapters folded in when `merge`; return `model`.
+
+    With `merge`, every layer is checked first: one that cannot be collapsed raises before any
+    other is merged and replaced. Without it, merged layers are unmerged as `unmerge_adapter` does.
+    """
+    layers = [layer for _, layer in hydra_layers(model)]
+    if merge:
+        to_merge = [layer for layer in layers if not layer.merged]
+        for layer in to_merge:
+            layer.per_layer_head_weights()  # HydraMergeError for a router or a per-token override
+        for layer in to_merge:
+            layer.merge(keep_original=False)
+    else:
+        _unmerge_in_reverse(layers)
     for _, parent, attr, child in list(_child_slots(model)):
         if isinstance(child, HydraLinear):
-            if merge and not child.merged:
-                child.merge(keep_original=False)
-            elif not merge and child.merged:
-                child.unmerge()
             setattr(parent, attr, child.base_layer)
     return model
 
 
 def merge_adapter(model: nn.Module, keep_original: bool = True) -> None:
-    """Fold every adapter into its base weight (per-layer mixing only; see HydraLinear.merge)."""
-    for _, layer in _require_layers(model):
+    """Fold every adapter into its base weight (per-layer mixing only; see HydraLinear.merge).
+
+    Every layer is checked first: a merged one, a router or a per-token override raises before any is merged.
+    """
+    layers = _require_layers(model)
+    for name, layer in layers:
+        if layer.merged:
+            raise HydraMergeError(f"{name!r}: layer is already merged")
+        layer.per_layer_head_weights()
+    for _, layer in layers:
         layer.merge(keep_original=keep_original)
 
 
 def unmerge_adapter(model: nn.Module) -> None:
-    """Undo `merge_adapter`."""
-    for _, layer in _require_layers(model):
-        layer.unmerge()
+    """Undo `merge_adapter`: last layer first, so a base weight tied between layers comes back exactly."""
+    layers = _require_layers(model)
+    for name, layer in layers:
+        if not layer.merged:
+            raise HydraMergeError(f"{name!r}: layer is not merged")
+    _unmerge_in_reverse([layer for _, layer in layers])
+
+
+def _unmerge_in_reverse(layers: list[HydraLinear]) -> None:
+    """Unmerge the merged layers last to first. Layers whose base weight is tied each restore (or
+    subtract from) the weight as it was at their merge, so only the reverse order is exact."""
+    for layer in reversed(layers):
+        if layer.merged:
+            layer.unmerge()
 
 
 def set_head_weights(model: nn.Module, weights: torch.Tensor | None) -> None:

@@ -72,8 +72,12 @@ def save_adapter(model: nn.Module, directory: str | Path) -> Path:
     # write to a temporary name first so a crash never leaves a half-written adapter behind
     with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
         tmp_path = handle.name
-    save_file(state, tmp_path, metadata={"format": "pt", "adapter_type": "hydralora"})
-    os.replace(tmp_path, directory / WEIGHTS_NAME)
+    try:
+        save_file(state, tmp_path, metadata={"format": "pt", "adapter_type": "hydralora"})
+        os.replace(tmp_path, directory / WEIGHTS_NAME)
+    except BaseException:
+        Path(tmp_path).unlink(missing_ok=True)
+        raise
     modules = [name for name, _ in hydra_layers(model)]
     config.save(directory, adapter_type="hydralora", hydralora_version=__version__, modules=modules)
     return directory

@@ -77,7 +77,7 @@ class HydraLinear(nn.Module):
     def set_head_weights(self, weights: torch.Tensor | None) -> None:
         """Override omega for later forwards: (N,), (B, N) per sample, or per token; None clears."""
         if weights is not None:
-            if weights.shape[-1] != self.num_heads:
+            if weights.dim() == 0 or weights.shape[-1] != self.num_heads:
                 raise ValueError(f"head weights need {self.num_heads} entries in their last dim, got shape {tuple(weights.shape)}")
             if self.merged:
                 raise HydraMergeError("cannot override head weights of a merged layer: unmerge first")
@@ -113,12 +113,15 @@ class HydraLinear(nn.Module):
             dropout_p=config.dropout,
             training=self.training,
         )
-        self.last_balance_loss = None
+        balance = None
         if probs is not None:
             flat = probs.reshape(-1, self.num_heads)
             self.last_head_usage = flat.detach().mean(0)
             if config.balance_loss_weight > 0 and self.training:
-                self.last_balance_loss = switch_balance_loss(flat)
+                balance = switch_balance_loss(flat)
+        # set once, at the end: a checkpoint's recompute that stops early (non-reentrant
+        # torch.utils.checkpoint) must not leave None behind for balance_loss(model) to skip
+        self.last_balance_loss = balance
         return y
 
     # -- collapse, merge, unmerge --------------------------------------------------------------

@@ -153,3 +153,22 @@ def test_unknown_base_gemm_is_refused(monkeypatch):
     inputs = make_inputs(SHAPES[0], "per_token", torch.float32)
     with pytest.raises(ValueError, match="HYDRALORA_BASE_GEMM"):
         outputs_and_grads(hydra_linear_triton, inputs, "per_token")
+
+
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("mixing", ["router_x", "per_token"])
+def test_autocast_casts_like_f_linear(mixing, x_dtype):
+    """Under autocast an fp32 W (and an fp32 or fp16 x) run in the autocast dtype, as the reference's
+    F.linear does, instead of handing tl.dot two dtypes; the grads return in the inputs' dtypes."""
+    inputs = make_inputs(SHAPES[0], mixing, torch.float32)
+    inputs["x"] = inputs["x"].detach().to(x_dtype).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.float16):
+        got = outputs_and_grads(hydra_linear_triton, inputs, mixing)
+        reference_y, _ = run_hydra(hydra_linear_torch, inputs, mixing)
+    assert got["y"].dtype == reference_y.dtype == torch.float16
+    assert got["grad_x"].dtype == x_dtype
+    cast = {**inputs, **{name: inputs[name].detach().half().requires_grad_(inputs[name].requires_grad)
+                         for name in ("x", "weight", "bias")}}
+    expected = outputs_and_grads(hydra_linear_triton, cast, mixing)
+    for name, value in expected.items():
+        assert torch.equal(got[name].to(value.dtype), value), name

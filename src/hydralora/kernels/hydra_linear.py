@@ -131,6 +131,13 @@ def hydra_linear_triton(
         raise ValueError("hydra_linear_triton needs head_weights or router_weight")
     if head_weights is not None:
         router_weight = None
+    device_type = x2d.device.type
+    if torch.is_autocast_enabled(device_type) and x2d.dtype != torch.float64:
+        # An autograd.Function is not autocast: cast as F.linear would (the reference's base GEMM),
+        # so an fp32 x (e.g. a LayerNorm output) meets a bf16 W in one dtype; the adapter follows x.
+        dtype = torch.get_autocast_dtype(device_type)
+        x2d, weight = x2d.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
     active_dropout = dropout_p if training else 0.0
     return HydraLinearFunction.apply(x2d, weight, bias, lora_A, lora_B, head_weights, router_weight, scale,
                                      router_on_lora, temperature, active_dropout, base_gemm_choice())
