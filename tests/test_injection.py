@@ -168,3 +168,23 @@ def test_llama_all_linear_reaches_attention_mlp_and_head():
     names = injected_names(model)
     assert len(names) == 2 * 7 + 1 and names[-1] == "lm_head"
     assert isinstance(model.model.layers[1].mlp.down_proj, HydraLinear)
+
+
+class _WithAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.attn(x, x, x)[0])
+
+
+def test_all_linear_skips_multihead_attention_internals_and_explicit_targets_there_are_refused():
+    torch.manual_seed(0)
+    model = _WithAttention()
+    hydralora.inject(model, HydraConfig(r=2, num_heads=2, target_modules="all-linear"))
+    assert [name for name, _ in hydralora.hydra_layers(model)] == ["proj"]
+    assert model(torch.randn(1, 3, 8)).shape == (1, 3, 8)
+    with pytest.raises(HydraInjectionError, match="MultiheadAttention"):
+        hydralora.inject(_WithAttention(), HydraConfig(r=2, num_heads=2, target_modules=["out_proj"]))

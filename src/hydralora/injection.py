@@ -41,11 +41,12 @@ def _child_slots(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, nn.Mod
                 yield (f"{parent_name}.{attr}" if parent_name else attr), parent, attr, child
 
 
-def _is_target(name: str, module: nn.Module, config: HydraConfig) -> bool:
+def _is_target(name: str, parent: nn.Module, module: nn.Module, config: HydraConfig) -> bool:
     if name_matches(name, config.exclude_modules):
         return False
     if config.target_modules == "all-linear":
-        return isinstance(module, nn.Linear)
+        # nn.MultiheadAttention reads out_proj.weight itself instead of calling out_proj (as PEFT notes)
+        return isinstance(module, nn.Linear) and not isinstance(parent, nn.MultiheadAttention)
     return name_matches(name, config.target_modules)
 
 
@@ -62,13 +63,18 @@ def inject(model: nn.Module, config: HydraConfig) -> nn.Module:
         raise HydraInjectionError("cannot replace the root module itself: wrap the nn.Linear in a container")
     slots = list(_child_slots(model))
     selected: dict[int, nn.Module] = {}
-    for name, _, _, child in slots:
-        if not _is_target(name, child, config):
+    for name, parent, _, child in slots:
+        if not _is_target(name, parent, child, config):
             continue
         if not isinstance(child, nn.Linear):
             raise HydraInjectionError(
                 f"target pattern matched {name!r}, a {type(child).__name__}: only nn.Linear can take a HydraLoRA "
                 f"adapter; narrow target_modules to the Linear names inside it, or exclude it with exclude_modules"
+            )
+        if isinstance(parent, nn.MultiheadAttention):
+            raise HydraInjectionError(
+                f"{name!r} belongs to an nn.MultiheadAttention, which uses out_proj.weight directly and never calls "
+                f"the module, so an adapter there would be ignored; exclude it with exclude_modules"
             )
         selected[id(child)] = child
     if not selected:
