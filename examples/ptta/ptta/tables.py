@@ -1,10 +1,30 @@
-"""Row-oriented files shared by the stages: CSV with a header line, or JSON Lines."""
+"""Row-oriented files shared by the stages: CSV with a header line, or JSON Lines; atomic writes."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+from collections.abc import Iterable
 from pathlib import Path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `text` to a hidden temporary sibling, then rename it over `path`.
+
+    A killed process never leaves half a file; the process id in the temporary name keeps
+    processes writing the same file from clobbering each other's temporary.
+    """
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    partial.replace(path)
+    return path
+
+
+def jsonl_text(rows: Iterable[dict]) -> str:
+    """JSON Lines: one object per line, each line ending in a newline."""
+    return "".join(json.dumps(row) + "\n" for row in rows)
 
 
 def read_table(path: Path, error: type[Exception] = ValueError, label: str = "") -> list[tuple[int, dict]]:

@@ -60,15 +60,6 @@ def yuv420_planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndar
     )
 
 
-def sample_frames(path: str | Path, num_frames: int) -> np.ndarray:
-    """`num_frames` frames picked uniformly over the whole video, (num_frames, H, W, 3)."""
-    frames = [f for _, f in iter_frames(path)]
-    if not frames:
-        raise ValueError(f"{path}: no decodable video frames")
-    idx = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
-    return np.stack([frames[i] for i in idx])
-
-
 def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     """All frames of a video, (N, H, W, 3), and its frame rate (the stream's average rate).
 

@@ -124,14 +124,15 @@ def run(args: argparse.Namespace) -> int:
 
     mine_ids = {video_id(v) for v in mine}
     records = [r for r in read_video_records(out_dir) if r["video_id"] in mine_ids]
-    if args.captioner != "none" and clips_needing_captions(records):
+    uncaptioned = len(clips_needing_captions(records)) if args.captioner != "none" else 0
+    if uncaptioned:
         try:
             captioner = make_captioner(args.captioner, args.caption_model, args.caption_file, args.device,
                                        args.caption_batch_size)
         except (ValueError, OSError) as error:
             raise SystemExit(f"ptta curate: error: {error} (the curated clips are saved in {out_dir}; "
                              "rerun to caption them)") from None
-        with tqdm(total=len(clips_needing_captions(records)), unit="clip", desc="caption", disable=args.no_progress) as bar:
+        with tqdm(total=uncaptioned, unit="clip", desc="caption", disable=args.no_progress) as bar:
             caption_selected(records, out_dir, captioner, args.caption_batch_size, bar.update)
 
     failed = sum(r["status"] == "failed" for r in records)

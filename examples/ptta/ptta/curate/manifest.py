@@ -6,10 +6,11 @@ set), so every input is accounted for. Clip and thumbnail paths are relative to 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from ptta.tables import jsonl_text, write_text_atomic
 
 MANIFEST_COLUMNS = (
     "id", "video_id", "source", "shot", "start", "end", "frames", "fps", "width", "height",
@@ -61,10 +62,7 @@ def write_manifest(rows: list[dict], manifest_dir: Path) -> None:
     import pandas as pd
 
     manifest_dir.mkdir(parents=True, exist_ok=True)
-    jsonl = manifest_dir / "manifest.jsonl"
-    partial = jsonl.with_name(".manifest.jsonl.partial")
-    partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    partial.replace(jsonl)
+    write_text_atomic(manifest_dir / "manifest.jsonl", jsonl_text(rows))
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     for column in ("flow", "aesthetic", "score", "start", "end", "fps"):
         frame[column] = frame[column].astype("float64")

@@ -12,6 +12,7 @@ from pathlib import Path
 from ptta.curate.probe import shard_of, video_id
 from ptta.curate.records import is_finished, video_record, write_video_record
 from ptta.curate.settings import CurateSettings
+from ptta.tables import write_text_atomic
 
 SETTINGS_FILE = "settings.json"
 
@@ -32,9 +33,7 @@ def check_settings(out_dir: Path, settings: CurateSettings) -> None:
                              "use a new --out folder or the same settings")
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{SETTINGS_FILE}.partial")
-    partial.write_text(json.dumps(wanted, indent=1))
-    partial.replace(path)
+    write_text_atomic(path, json.dumps(wanted, indent=1))
 
 
 def videos_to_curate(videos: list[Path], out_dir: Path, num_shards: int, shard_index: int,

@@ -8,11 +8,11 @@ the videos in flight. The manifest is rebuilt from these records.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ptta.curate.clips import ClipSpan
 from ptta.curate.probe import VideoInfo
+from ptta.tables import write_text_atomic
 
 RECORDS_DIR = "videos"
 
@@ -73,9 +73,7 @@ def write_video_record(out_dir: Path, record: dict) -> None:
     """Write atomically (temporary file + rename), so a killed run never leaves half a record."""
     path = record_path(out_dir, record["video_id"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(record, indent=1))
-    partial.replace(path)
+    write_text_atomic(path, json.dumps(record, indent=1))
 
 
 def read_video_records(out_dir: Path) -> list[dict]:

@@ -23,7 +23,7 @@ from ptta.evaluate.command import (
     add_scorer_arguments,
     build_scorers,
     evaluate_records,
-    sampling_options,
+    sample_protocol,
 )
 
 DEFAULT_HEADS = "2,4,8,12"
@@ -103,9 +103,8 @@ def adapters_per_heads(args: argparse.Namespace, heads: list[int]) -> dict[int, 
 
 def collect_records(args: argparse.Namespace, heads: list[int]) -> tuple[list, list[str]]:
     """Records per N from --manifest, or sampled from one adapter per N; plus sampling-failure notes."""
-    from ptta.evaluate.generation import MethodSpec, generate_missing
-    from ptta.evaluate.prompts import PTTA_PROMPTS, load_prompts
-    from ptta.evaluate.protocol import MANIFEST_NAME, plan_videos, read_manifest, write_manifest
+    from ptta.evaluate.generation import MethodSpec
+    from ptta.evaluate.protocol import read_manifest
 
     if (args.manifest is None) == (args.model is None):
         raise SystemExit("ptta ablate: give either --manifest (existing videos) or --model (sample per N)")
@@ -117,12 +116,7 @@ def collect_records(args: argparse.Namespace, heads: list[int]) -> tuple[list, l
             raise SystemExit(f"ptta ablate: {args.manifest} has videos for {unknown}, not in --heads {args.heads}")
         return records, []
     folders = adapters_per_heads(args, heads)
-    methods = [MethodSpec(method_name(n), folders[n]) for n in heads]
-    prompts = load_prompts(args.prompts) if args.prompts else list(PTTA_PROMPTS)
-    records = plan_videos([m.name for m in methods], prompts, args.samples, args.seed, args.out / "videos")
-    write_manifest(records, args.out / MANIFEST_NAME)
-    failures = generate_missing(records, methods, args.model, sampling_options(args))
-    return records, [f"sampling {name} failed: {error}" for name, error in failures.items()]
+    return sample_protocol(args, [MethodSpec(method_name(n), folders[n]) for n in heads])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -117,10 +117,11 @@ def evaluate_records(records: list, scorers: list, out_dir: Path, title: str, me
     store = ScoreStore(out_dir / STORE_NAME)
     if store.skipped_lines:
         log(f"{store.path}: skipped {store.skipped_lines} unreadable lines (an interrupted write)")
-    counts = score_all(records, scorers, store, log)
+    keys = file_keys(records, store)  # content digests: each video is read once for them
+    counts = score_all(records, scorers, store, log, keys)
     log(f"scores: {counts.scored} computed, {counts.reused} reused, {counts.failed} failed")
     metrics = display_order([m for scorer in scorers for m in scorer.metrics])
-    rows = per_video_rows(records, scorers, store, file_keys(records, store), out_dir)
+    rows = per_video_rows(records, scorers, store, keys, out_dir)
     write_per_video(rows, metrics, out_dir)
     cells = summarize(rows, methods, metrics)
     write_summary(cells, out_dir / SUMMARY_CSV)
@@ -138,13 +139,27 @@ def evaluate_records(records: list, scorers: list, out_dir: Path, title: str, me
     return failed
 
 
+def sample_protocol(args: argparse.Namespace, methods: list,
+                    log: Callable[[str], None] = print) -> tuple[list, list[str]]:
+    """Plan every (method, prompt, sample) video under --out, write its manifest, and sample the
+    missing ones; returns the records and notes on methods whose sampling failed."""
+    from ptta.evaluate.generation import generate_missing
+    from ptta.evaluate.prompts import PTTA_PROMPTS, load_prompts
+    from ptta.evaluate.protocol import MANIFEST_NAME, plan_videos, write_manifest
+
+    prompts = load_prompts(args.prompts) if args.prompts else list(PTTA_PROMPTS)
+    records = plan_videos([m.name for m in methods], prompts, args.samples, args.seed, args.out / "videos")
+    write_manifest(records, args.out / MANIFEST_NAME)
+    failures = generate_missing(records, methods, args.model, sampling_options(args), log)
+    return records, [f"sampling {name} failed: {error}" for name, error in failures.items()]
+
+
 def collect_records(args: argparse.Namespace,
                     log: Callable[[str], None] = print) -> tuple[list, list[str], list[str]]:
     """Records from --manifest, or planned and sampled from --model and --method; plus the method
     order and notes on methods whose sampling failed."""
-    from ptta.evaluate.generation import MethodSpec, generate_missing
-    from ptta.evaluate.prompts import PTTA_PROMPTS, load_prompts
-    from ptta.evaluate.protocol import MANIFEST_NAME, ordered_unique, plan_videos, read_manifest, write_manifest
+    from ptta.evaluate.generation import MethodSpec
+    from ptta.evaluate.protocol import ordered_unique, read_manifest
 
     if (args.manifest is None) == (args.model is None):
         raise SystemExit("ptta evaluate: give either --manifest (existing videos) or --model with --method (sample)")
@@ -159,11 +174,7 @@ def collect_records(args: argparse.Namespace,
     methods = [MethodSpec.parse(text) for text in args.method]
     for method in methods:
         method.sampler_arguments()  # a wrong path fails now, not after the first method has sampled
-    prompts = load_prompts(args.prompts) if args.prompts else list(PTTA_PROMPTS)
-    records = plan_videos([m.name for m in methods], prompts, args.samples, args.seed, args.out / "videos")
-    write_manifest(records, args.out / MANIFEST_NAME)
-    failures = generate_missing(records, methods, args.model, sampling_options(args), log)
-    notes = [f"sampling {name} failed: {error}" for name, error in failures.items()]
+    records, notes = sample_protocol(args, methods, log)
     return records, [m.name for m in methods], notes
 
 

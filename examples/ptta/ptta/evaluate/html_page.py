@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from ptta.evaluate.protocol import ordered_unique
-from ptta.evaluate.report import CHART_PNG, PER_VIDEO_CSV, PER_VIDEO_JSONL, SUMMARY_CSV, TABLE_MD, SummaryCell
+from ptta.evaluate.report import (
+    CHART_PNG, PER_VIDEO_CSV, PER_VIDEO_JSONL, SUMMARY_CSV, TABLE_MD, SummaryCell, cell_text,
+)
 from ptta.evaluate.scorers.base import METRICS
 from ptta.video_io import read_video, write_gif
 
@@ -71,11 +73,7 @@ def _summary_table(cells: list[SummaryCell], methods: list[str], metrics: list[s
     head = "".join(f"<th title='{html.escape(METRICS[m].label)}'>{html.escape(METRICS[m].short)}</th>" for m in metrics)
     body = []
     for method in methods:
-        tds = []
-        for metric in metrics:
-            c = lookup[(method, metric)]
-            text = "n/a" if c.n == 0 else f"{c.mean:.3f}" + ("" if math.isnan(c.ci95) else f" ± {c.ci95:.3f}")
-            tds.append(f"<td>{text}</td>")
+        tds = [f"<td>{cell_text(lookup[(method, metric)])}</td>" for metric in metrics]
         body.append(f"<tr><th>{html.escape(labels.get(method, method))}</th>{''.join(tds)}</tr>")
     return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
 

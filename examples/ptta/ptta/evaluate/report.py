@@ -9,7 +9,6 @@ out of the means and counted in `missing`.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from ptta.evaluate.protocol import VideoRecord
 from ptta.evaluate.scorers.base import METRICS, PAPER_METRICS, Scorer
 from ptta.evaluate.store import ScoreStore
+from ptta.tables import jsonl_text
 
 PER_VIDEO_CSV = "per_video.csv"
 PER_VIDEO_JSONL = "per_video.jsonl"
@@ -78,10 +78,8 @@ def write_per_video(rows: list[dict], metrics: list[str], out_dir: Path) -> None
         writer = csv.DictWriter(handle, fieldnames=[*ROW_COLUMNS, *metrics, "errors"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    with (out_dir / PER_VIDEO_JSONL).open("w") as handle:
-        for row in rows:
-            clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-            handle.write(json.dumps(clean) + "\n")
+    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]
+    (out_dir / PER_VIDEO_JSONL).write_text(jsonl_text(clean))
 
 
 def confidence_half_width(values: np.ndarray) -> float:
@@ -114,7 +112,8 @@ def write_summary(cells: list[SummaryCell], path: Path) -> None:
             writer.writerow({**asdict(cell), "short": METRICS[cell.metric].short})
 
 
-def _cell_text(cell: SummaryCell) -> str:
+def cell_text(cell: SummaryCell) -> str:
+    """"mean ± half-width" (mean alone below 2 videos), or "n/a" when nothing was scored."""
     if cell.n == 0:
         return "n/a"
     return f"{cell.mean:.3f}" if math.isnan(cell.ci95) else f"{cell.mean:.3f} ± {cell.ci95:.3f}"
@@ -128,7 +127,7 @@ def _table(cells: list[SummaryCell], methods: list[str], metrics: list[str], row
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in methods:
         n = min(lookup[(method, m)].n for m in metrics)
-        cells_text = [_cell_text(lookup[(method, m)]) for m in metrics]
+        cells_text = [cell_text(lookup[(method, m)]) for m in metrics]
         lines.append("| " + " | ".join([row_labels.get(method, method), *cells_text, str(n)]) + " |")
     return lines
 

@@ -54,8 +54,9 @@ def _load(scorer: Scorer, log: Callable[[str], None]) -> str | None:
 
 
 def score_all(records: list[VideoRecord], scorers: list[Scorer], store: ScoreStore,
-              log: Callable[[str], None] = print) -> RunCounts:
-    keys = file_keys(records, store)
+              log: Callable[[str], None] = print, keys: dict[Path, str] | None = None) -> RunCounts:
+    """Score what the store lacks; `keys` (from `file_keys`) saves hashing every video again."""
+    keys = file_keys(records, store) if keys is None else keys
     counts = RunCounts()
     for scorer in scorers:
         pending = [r for r in records if not store.has_success(keys[r.video], scorer.signature)]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where it is used, so `ptta --help` does not load it
+    import numpy as np
 
 SPATIAL_MULTIPLE = 16
 TEMPORAL_MULTIPLE = 4
@@ -57,6 +59,7 @@ def fit_clip(frames: np.ndarray, bucket: Bucket) -> np.ndarray:
     """(F, H, W, 3) uint8 -> (bucket.frames, bucket.height, bucket.width, 3): the middle frames,
     scaled to cover the bucket and centre-cropped (consecutive frames keep the motion's speed)."""
     import cv2
+    import numpy as np
 
     if len(frames) < bucket.frames:
         raise ValueError(f"clip has {len(frames)} frames, bucket {bucket.key} needs {bucket.frames}")

@@ -22,6 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptta.tables import write_text_atomic
 from ptta.train.buckets import Bucket, choose_bucket, fit_clip
 from ptta.train.config import TrainConfig
 from ptta.train.manifest import SelectedClip, read_selected_clips
@@ -53,6 +54,7 @@ def build_cache(config: TrainConfig, overwrite: bool = False, device: str | None
     from av.error import FFmpegError
     from tqdm import tqdm
 
+    from ptta.torch_runtime import resolve_device
     from ptta.train.model import load_pipeline, prompt_template, resolve_model_dir
     from ptta.train.text_embeddings import encode_prompts
 
@@ -67,7 +69,7 @@ def build_cache(config: TrainConfig, overwrite: bool = False, device: str | None
     todo = [i for i in range(len(shards)) if not shard_path(cache_dir, i).is_file()]
     if not todo:
         return cache_dir
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     dtype = torch.bfloat16 if device.type == "cuda" and config.training.mixed_precision == "bf16" else torch.float32
     pipe = load_pipeline(model_dir, dtype, transformer=None).to(device)
     # tiles keep the VAE's memory bounded for long, large clips; small clips are not tiled
@@ -132,17 +134,13 @@ def skipped_clips(cache_dir: str | Path) -> list[dict]:
 
 
 def _encode_clip(pipe, clip: SelectedClip, config: TrainConfig, device, dtype):
-    import numpy as np
     import torch
 
-    from ptta.video_io import iter_frames
+    from ptta.video_io import read_video
 
     if not clip.path.is_file():
         raise FileNotFoundError(f"clip file {clip.path} does not exist")
-    frames = [frame for _, frame in iter_frames(clip.path)]
-    if not frames:
-        raise ValueError(f"{clip.path}: no decodable frames")
-    frames = np.stack(frames)
+    frames, _ = read_video(clip.path)  # ValueError naming the file when nothing decodes
     bucket = choose_bucket(len(frames), frames.shape[1], frames.shape[2], config.data.frame_buckets,
                            config.data.resolution_buckets)
     if bucket is None:
@@ -184,7 +182,7 @@ def _prepare_cache_dir(cache_dir: Path, info: dict, overwrite: bool) -> None:
     if overwrite and cache_dir.exists():
         shutil.rmtree(cache_dir)
     (cache_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(info_path, json.dumps(info, indent=2))
+    write_text_atomic(info_path, json.dumps(info, indent=2))
 
 
 def _write_shard(path: Path, tensors: dict, records: list, skipped: list) -> None:
@@ -194,8 +192,3 @@ def _write_shard(path: Path, tensors: dict, records: list, skipped: list) -> Non
     save_file(tensors, str(tmp), metadata={"clips": json.dumps(records), "skipped": json.dumps(skipped)})
     os.replace(tmp, path)
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

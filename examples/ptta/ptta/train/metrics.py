@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ptta.tables import jsonl_text, read_table, write_text_atomic
+
 METRICS_FILE = "metrics.jsonl"
 LOSS_CURVE_FILE = "loss_curve.png"
 
@@ -19,7 +21,7 @@ class MetricsLog:
             self.path.write_text("")
         elif self.path.is_file():
             kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            write_text_atomic(self.path, jsonl_text(kept))
 
     def write(self, record: dict) -> None:
         with self.path.open("a") as handle:
@@ -30,7 +32,7 @@ def read_metrics(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for _, record in read_table(path)]
 
 
 def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, title: str = "training loss") -> Path | None:

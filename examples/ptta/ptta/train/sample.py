@@ -10,12 +10,10 @@ Defaults are HunyuanVideo's inference settings: embedded guidance 6.0, flow shif
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ptta.train.buckets import check_frame_count, check_resolution
 
@@ -25,6 +23,9 @@ DEFAULT_FLOW_SHIFT = 7.0
 MAX_SEQUENCE_LENGTH = 256  # Llama prompt tokens after the template, as the HunyuanVideo pipeline
 SAMPLES_INDEX_FILE = "samples.jsonl"
 ADAPTER_SUBDIR = "adapter"
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def generate_videos(
@@ -57,9 +58,10 @@ def generate_videos(
     the adapter into the base weights first (per-layer mixing, or with head_weights).
     Writes `<index>-<prompt words>-seed<seed>.mp4` (and .gif) plus `samples.jsonl` into out_dir.
     """
-    import torch
     from tqdm import tqdm
 
+    from ptta.tables import jsonl_text, write_text_atomic
+    from ptta.torch_runtime import resolve_device, resolve_dtype
     from ptta.train.model import prompt_template, resolve_model_dir
     from ptta.train.text_embeddings import encode_prompts
     from ptta.video_io import write_gif, write_video
@@ -67,8 +69,8 @@ def generate_videos(
     prompts, seeds = list(prompts), list(seeds)
     _check_arguments(prompts, seeds, adapter, lora, head_weights, merge, steps, height, width, frames)
     model_dir = resolve_model_dir(model)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    device = resolve_device(device)
+    dtype = resolve_dtype("auto", device)
     pipe = load_sampling_pipeline(model_dir, dtype, device, adapter, lora, head_weights, merge, flow_shift)
     embeddings = encode_prompts(pipe, prompts, prompt_template(model_dir), MAX_SEQUENCE_LENGTH, device)
 
@@ -87,7 +89,7 @@ def generate_videos(
             index.append({"prompt_index": i, "prompt": prompt, "seed": seed, "video": path.name})
             bar.update()
     bar.close()
-    (out_dir / SAMPLES_INDEX_FILE).write_text("".join(json.dumps(r) + "\n" for r in index))
+    write_text_atomic(out_dir / SAMPLES_INDEX_FILE, jsonl_text(index))
     return paths
 
 
@@ -131,6 +133,7 @@ def set_flow_shift(pipe, flow_shift: float) -> None:
 def render_video(pipe, prompt_embeds, pooled, seed: int, steps: int, guidance: float, height: int, width: int,
                  frames: int) -> np.ndarray:
     """One video (frames, height, width, 3) uint8 from cached prompt embeddings (L, D) and pooled (P,)."""
+    import numpy as np
     import torch
 
     device = pipe._execution_device

@@ -10,6 +10,7 @@ from pathlib import Path
 def write_summary_page(out: Path, config, result, samples: dict[str, list[Path]], timings: dict[str, float],
                        settings) -> Path:
     """Write out/summary.html (paths inside it are relative, so the folder can be moved or served)."""
+    from ptta.tables import read_table
     from ptta.train.cache import read_cache, skipped_clips
     from ptta.train.metrics import METRICS_FILE, read_metrics
     from ptta.train.trainer import SUMMARY_FILE
@@ -18,7 +19,7 @@ def write_summary_page(out: Path, config, result, samples: dict[str, list[Path]]
         return html.escape(Path(path).resolve().relative_to(out).as_posix())
 
     curated = out / "curated"
-    manifest_rows = [json.loads(line) for line in (curated / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    manifest_rows = [row for _, row in read_table(curated / "manifest.jsonl")]
     cached = read_cache(config.cache_path)
     skipped = skipped_clips(config.cache_path)
     train_summary = json.loads((result.output_dir / SUMMARY_FILE).read_text())

@@ -15,12 +15,11 @@ VALIDATION_DIR = "validation"
 
 
 def encode_validation_prompts(config: TrainConfig, model_dir: Path, device) -> list:
-    import torch
-
+    from ptta.torch_runtime import resolve_device, resolve_dtype
     from ptta.train.model import load_pipeline, prompt_template
     from ptta.train.text_embeddings import encode_prompts
 
-    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    dtype = resolve_dtype("auto", resolve_device(device))
     pipe = load_pipeline(model_dir, dtype, transformer=None, vae=None).to(device)
     embeddings = encode_prompts(pipe, config.validation.prompts, prompt_template(model_dir),
                                 config.data.max_sequence_length, device)
@@ -31,11 +30,12 @@ def encode_validation_prompts(config: TrainConfig, model_dir: Path, device) -> l
 def render_validation(config: TrainConfig, model_dir: Path, transformer, embeddings: list, step: int, device) -> list[Path]:
     import torch
 
+    from ptta.torch_runtime import resolve_device, resolve_dtype
     from ptta.train.sample import load_sampling_pipeline, render_video
     from ptta.video_io import write_gif, write_video
 
     v = config.validation
-    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    dtype = resolve_dtype("auto", resolve_device(device))
     pipe = load_sampling_pipeline(model_dir, dtype, device, flow_shift=v.flow_shift, transformer=transformer,
                                   text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None)
     out_dir = config.output_path / VALIDATION_DIR / f"step-{step:06d}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ptta.evaluate.scorers.base import DecodedVideo, Scorer, ScorerError, ScoreResult
-from ptta.evaluate.scorers.torch_runtime import resolve_device, resolve_dtype
+from ptta.torch_runtime import resolve_device, resolve_dtype
 
 
 class ClipScoreScorer(Scorer):

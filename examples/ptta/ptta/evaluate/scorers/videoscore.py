@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ptta.evaluate.scorers.base import DecodedVideo, Scorer, ScorerError, ScoreResult
-from ptta.evaluate.scorers.torch_runtime import quiet_transformers, resolve_device, resolve_dtype
+from ptta.torch_runtime import quiet_transformers, resolve_device, resolve_dtype
 
 # Verbatim from the reference inference code, line by line (note the trailing space of one line).
 VIDEOSCORE_PROMPT = "\n".join([

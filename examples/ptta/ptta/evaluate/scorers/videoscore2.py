@@ -30,7 +30,7 @@ from ptta.evaluate.scorers.qwen_video import (
     QwenVisionLayout,
     qwen_video_input,
 )
-from ptta.evaluate.scorers.torch_runtime import resolve_device, resolve_dtype
+from ptta.torch_runtime import resolve_device, resolve_dtype
 
 # Verbatim from the reference inference script, whose template sits indented inside a function:
 # text lines keep 4 leading spaces, blank lines are empty, two lines end in a space, and the last
