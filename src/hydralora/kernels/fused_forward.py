@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from hydralora.kernels.tiling import dot_precision, gemm_configs, grouped_tile, rank_pad
+from hydralora.kernels.tiling import base_gemm_tile, dot_precision, gemm_configs, grouped_tile, rank_pad
 
 
 @triton.autotune(configs=gemm_configs(), key=["M", "N", "K", "R", "NUM_HEADS", "FUSE_BASE"])
@@ -39,19 +39,8 @@ def hydra_fused_fwd_kernel(
     mask_r = offs_r < R
     dtype = x_ptr.dtype.element_ty
 
-    if FUSE_BASE:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K]
-            mask_k = offs_k < K
-            p_x = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk  # [BLOCK_M, BLOCK_K]
-            p_w = w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn  # W^T [BLOCK_K, BLOCK_N]
-            b_x = tl.load(p_x, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-            b_w = tl.load(p_w, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-            acc = tl.dot(b_x, b_w, acc, input_precision=DOT_PRECISION)
-    else:
-        p_base = base_ptr + offs_m[:, None] * stride_basem + offs_n[None, :] * stride_basen  # [BLOCK_M, BLOCK_N]
-        acc = tl.load(p_base, mask=mask_m[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+    acc = base_gemm_tile(x_ptr, stride_xm, stride_xk, w_ptr, stride_wk, stride_wn, base_ptr, stride_basem, stride_basen,
+                         offs_m, offs_n, mask_m, mask_n, K, BLOCK_M, BLOCK_N, BLOCK_K, FUSE_BASE, DOT_PRECISION)
 
     p_s = s_ptr + offs_m[:, None] * stride_sm + offs_r[None, :] * stride_sr  # [BLOCK_M, R_PAD]
     b_s = tl.load(p_s, mask=mask_m[:, None] & mask_r[None, :], other=0.0).to(tl.float32)

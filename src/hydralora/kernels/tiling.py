@@ -150,3 +150,28 @@ def column_reduction_configs() -> list[triton.Config]:
         _config(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
         _config(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3),
     ]
+
+
+@triton.jit
+def base_gemm_tile(
+    a_ptr, stride_am, stride_ak, w_ptr, stride_wk, stride_wn, base_ptr, stride_basem, stride_basen,
+    offs_m, offs_n, mask_m, mask_n, K,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    FUSE_BASE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """The fp32 accumulator a fused GEMM starts from: the tile of a (M, K) times the (K, N) view of
+    W, computed here (FUSE_BASE), or the tile of a product cuBLAS already wrote to `base_ptr`."""
+    if FUSE_BASE:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)  # [BLOCK_K]
+            mask_k = offs_k < K
+            p_a = a_ptr + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak  # [BLOCK_M, BLOCK_K]
+            p_w = w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn  # [BLOCK_K, BLOCK_N]
+            b_a = tl.load(p_a, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+            b_w = tl.load(p_w, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            acc = tl.dot(b_a, b_w, acc, input_precision=DOT_PRECISION)
+    else:
+        p_base = base_ptr + offs_m[:, None] * stride_basem + offs_n[None, :] * stride_basen  # [BLOCK_M, BLOCK_N]
+        acc = tl.load(p_base, mask=mask_m[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+    return acc
