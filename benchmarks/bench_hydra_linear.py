@@ -28,7 +28,6 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from provenance import git_commit
 
 from hydralora.functional import hydra_linear
 
@@ -166,17 +167,9 @@ def environment(device: str) -> dict:
     else:
         interpret = os.environ.get("TRITON_INTERPRET", "0")
         device_name = f"cpu ({platform.processor() or platform.machine()}, TRITON_INTERPRET={interpret})"
-    try:
-        root = Path(__file__).resolve().parent.parent
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
-        commit += "-dirty" if dirty.strip() else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": commit, "device": device_name, "torch": torch.__version__, "triton": triton.__version__,
+        "commit": git_commit(), "device": device_name, "torch": torch.__version__, "triton": triton.__version__,
     }
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from provenance import git_commit
 
 RESULTS_CSV = Path(__file__).parent / "results" / "train_step.csv"
 PROVIDERS = ("hydralora", "peft_lora")
@@ -108,6 +109,9 @@ def time_steps(model, inputs: dict, steps: int, warmup: int, device: torch.devic
     for step in range(warmup + steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
+            if step == warmup:
+                # the peak of training steps only: autotuning in the warm-up allocates benchmark buffers
+                torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
         with autocast:
             prediction = model(**inputs)[0]
@@ -130,8 +134,6 @@ def measure(provider: str, args, size: tuple[int, int, int], device: torch.devic
     if args.grad_ckpt:
         model.enable_gradient_checkpointing()
     inputs = make_inputs(model, frames, height, width, args.text_tokens, device, torch.Generator().manual_seed(0))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     times = time_steps(model, inputs, args.steps, args.warmup, device, dtype)
     if device.type == "cuda":
         peak, kind = torch.cuda.max_memory_allocated() / 2**30, "cuda_max_allocated"
@@ -216,7 +218,6 @@ def write_rows(rows: list[dict], args, device: torch.device) -> None:
         device_name = torch.cuda.get_device_name(device)
     else:
         device_name = f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     path = Path(args.csv)
     path.parent.mkdir(parents=True, exist_ok=True)
     new_file = not path.is_file()
@@ -225,7 +226,7 @@ def write_rows(rows: list[dict], args, device: torch.device) -> None:
         if new_file:
             writer.writeheader()
         for row in rows:
-            row = {**row, "date": datetime.date.today().isoformat(), "commit": commit, "device": device_name,
+            row = {**row, "date": datetime.date.today().isoformat(), "commit": git_commit(), "device": device_name,
                    "torch": torch.__version__, "model": "tiny" if args.tiny else "hunyuanvideo-13b-random",
                    "note": args.note}
             for key in ("s_per_step_median", "s_per_step_min", "peak_gib"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 from explicit_math import explicit_hydra, make_layer
@@ -74,3 +76,13 @@ def test_backend_switch_validates_and_resolves(monkeypatch):
             hydralora.set_backend("cuda")
     finally:
         hydralora.set_backend(None)
+
+
+@pytest.mark.parametrize(("dtype", "expected"), [(torch.bfloat16, "triton"), (torch.float32, "triton"),
+                                                 (torch.float64, "torch")])
+def test_auto_backend_sends_cuda_tensors_to_triton_only_in_kernel_dtypes(dtype, expected, monkeypatch):
+    """fp64 on a GPU takes the reference: the kernels' tl.dot has no fp64 path (a CUDA tensor's
+    two attributes that decide are stood in for, as this machine has no GPU)."""
+    monkeypatch.delenv("HYDRALORA_BACKEND", raising=False)
+    pytest.importorskip("triton")
+    assert resolve_backend(types.SimpleNamespace(is_cuda=True, dtype=dtype)) == expected

@@ -1,7 +1,7 @@
 """`hydra_linear`: the functional HydraLoRA linear that `HydraLinear` calls, with a backend switch.
 
 Backends: "torch" (the plain reference, also the CPU path) and "triton" (fused kernels). The
-default "auto" picks Triton for CUDA tensors when Triton imports, else the reference. The
+default "auto" picks Triton for fp32/fp16/bf16 CUDA tensors when Triton imports, else the reference. The
 environment variable HYDRALORA_BACKEND=torch|triton|auto or `set_backend` forces one; CI sets
 triton together with TRITON_INTERPRET=1 to run the kernels on the CPU.
 """
@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from hydralora.kernels import KERNEL_DTYPES
 from hydralora.kernels.reference import hydra_linear_torch
 
 BACKENDS = ("auto", "torch", "triton")
@@ -33,7 +34,7 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
     if name not in BACKENDS:
         raise ValueError(f"HydraLoRA backend must be one of {BACKENDS}, got {name!r}")
     if name == "auto":
-        return "triton" if (x.is_cuda and _triton_available()) else "torch"
+        return "triton" if (x.is_cuda and x.dtype in KERNEL_DTYPES and _triton_available()) else "torch"
     return name
 
 

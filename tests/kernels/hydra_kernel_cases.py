@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,9 @@ from hydralora.kernels.hydra_linear import hydra_linear_triton
 from hydralora.kernels.reference import hydra_linear_torch
 
 MIXINGS = ("router_x", "router_lora", "per_layer", "per_sample", "per_token")
+# Under the interpreter the kernels take CPU tensors; compiled (a GPU machine) they need CUDA ones,
+# so the same odd-shape fp32/fp16 cases also check the compiled kernels there.
+KERNEL_DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available() else "cuda"
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ def make_inputs(
     param_dtype: torch.dtype | None = None,
     bias: bool = True,
     x_layout: str = "contiguous",
-    device: str = "cpu",
+    device: str = KERNEL_DEVICE,
     seed: int = 0,
 ) -> dict:
     """Leaf tensors for one HydraLinear call; the adapter's are trainable, W and bias frozen.

@@ -1,7 +1,7 @@
 """The Triton HydraLinear against the PyTorch reference: y, probabilities and every gradient.
 
-On a machine without CUDA this runs under the Triton interpreter (see conftest.py), fp32 and fp16;
-the criteria are those of `assert_matches_reference`.
+On a machine without CUDA this runs under the Triton interpreter (see conftest.py), on a GPU
+compiled, fp32 and fp16 both; the criteria are those of `assert_matches_reference`.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra_kernel_cases import (
+    KERNEL_DEVICE,
     MIXINGS,
     Shape,
     assert_matches_reference,
@@ -128,7 +129,7 @@ def test_dispatch_through_functional(mixing, monkeypatch):
         y, _ = hydra_linear(inputs["x"], inputs["weight"], inputs["bias"], inputs["lora_A"], inputs["lora_B"], 0.5,
                             head_weights=inputs["head_weights"], router_weight=inputs["router_weight"],
                             router_on_lora=mixing == "router_lora", backend=backend)
-        probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(y.device)
         names = trainable(inputs)
         found = torch.autograd.grad((y.double() * probe).sum(), [inputs[n] for n in names])
         return {"y": y, **dict(zip(names, found))}
@@ -162,7 +163,7 @@ def test_autocast_casts_like_f_linear(mixing, x_dtype):
     F.linear does, instead of handing tl.dot two dtypes; the grads return in the inputs' dtypes."""
     inputs = make_inputs(SHAPES[0], mixing, torch.float32)
     inputs["x"] = inputs["x"].detach().to(x_dtype).requires_grad_()
-    with torch.autocast("cpu", dtype=torch.float16):
+    with torch.autocast(KERNEL_DEVICE, dtype=torch.float16):
         got = outputs_and_grads(hydra_linear_triton, inputs, mixing)
         reference_y, _ = run_hydra(hydra_linear_torch, inputs, mixing)
     assert got["y"].dtype == reference_y.dtype == torch.float16
@@ -172,3 +173,9 @@ def test_autocast_casts_like_f_linear(mixing, x_dtype):
     expected = outputs_and_grads(hydra_linear_triton, cast, mixing)
     for name, value in expected.items():
         assert torch.equal(got[name].to(value.dtype), value), name
+
+
+def test_float64_is_refused_with_the_way_out():
+    inputs = upcast(make_inputs(SHAPES[0], "per_token", torch.float32))
+    with pytest.raises(TypeError, match="backend='torch'"):
+        run_hydra(hydra_linear_triton, inputs, "per_token")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra_kernel_cases import Shape, assert_matches_reference, make_inputs, run_hydra
+from hydra_kernel_cases import KERNEL_DEVICE, Shape, assert_matches_reference, make_inputs, run_hydra
 
 from hydralora.kernels.dropout import draw_dropout_seed, dropout_keep_mask
 from hydralora.kernels.hydra_linear import hydra_linear_triton
@@ -39,12 +39,13 @@ def test_dropout_matches_reference_with_the_kernel_mask(mixing, dtype, monkeypat
 
 def test_keep_mask_statistics():
     p = 0.25
-    keep = dropout_keep_mask(7, 256, 200, p, torch.device("cpu"))
+    device = torch.device(KERNEL_DEVICE)
+    keep = dropout_keep_mask(7, 256, 200, p, device)
     # 51200 Bernoulli(0.75) draws: the standard deviation of the mean is 0.0019.
     assert abs(keep.float().mean().item() - (1 - p)) < 0.01
     assert not torch.equal(keep[0], keep[1]), "rows repeat: the offset ignores the row"
-    assert not torch.equal(keep, dropout_keep_mask(8, 256, 200, p, torch.device("cpu"))), "the seed is ignored"
-    assert torch.equal(keep, dropout_keep_mask(7, 256, 200, p, torch.device("cpu"))), "the mask is not reproducible"
+    assert not torch.equal(keep, dropout_keep_mask(8, 256, 200, p, device)), "the seed is ignored"
+    assert torch.equal(keep, dropout_keep_mask(7, 256, 200, p, device)), "the mask is not reproducible"
 
 
 def test_training_off_or_zero_p_means_no_dropout():

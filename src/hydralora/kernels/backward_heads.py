@@ -21,7 +21,7 @@ from hydralora.kernels.tiling import dot_precision, heads_pad, prune_row_blocks,
 
 @triton.autotune(
     configs=row_pass_configs(),
-    key=["M", "K", "R", "NUM_HEADS"],
+    key=["M", "K", "R", "NUM_HEADS", "HAS_ROUTER", "ROUTER_ON_LORA"],
     prune_configs_by={"early_config_prune": prune_row_blocks(lambda kw: kw["H_PAD"] * kw["R_PAD"])},
 )
 @triton.jit

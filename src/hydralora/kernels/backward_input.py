@@ -17,7 +17,9 @@ from hydralora.kernels.dropout import dropout_keep
 from hydralora.kernels.tiling import base_gemm_tile, dot_precision, gemm_configs, grouped_tile, rank_pad, router_pad
 
 
-@triton.autotune(configs=gemm_configs(), key=["M", "N", "K", "R", "NUM_HEADS", "FUSE_BASE"])
+@triton.autotune(
+    configs=gemm_configs(), key=["M", "N", "K", "R", "NUM_HEADS", "FUSE_BASE", "ROUTER_ON_X", "HAS_DROPOUT"]
+)
 @triton.jit(do_not_specialize=["seed"])
 def hydra_fused_dx_kernel(
     dy_ptr, w_ptr, base_ptr, ds_ptr, a_ptr, dlogits_ptr, router_ptr, dx_ptr,

@@ -66,7 +66,10 @@ def hydra_lora_b_bwd_kernel(
     tl.store(p_part, acc * scale, mask=mask_n[:, None])
 
 
-@triton.autotune(configs=column_reduction_configs(), key=["M", "N", "R", "NUM_HEADS"])
+@triton.autotune(
+    configs=column_reduction_configs(),
+    key=["M", "N", "R", "NUM_HEADS", "COMPUTE_A", "COMPUTE_ROUTER", "HAS_DROPOUT"],
+)
 @triton.jit(do_not_specialize=["seed"])
 def hydra_lora_a_bwd_kernel(
     x_ptr, ds_ptr, dlogits_ptr, partial_a_ptr, partial_g_ptr,

@@ -11,11 +11,13 @@ HYDRALORA_BASE_GEMM=triton|cublas picks who computes the frozen x W^T and dy W (
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 from torch.autograd.function import once_differentiable
 
+from hydralora.kernels import KERNEL_DTYPES
 from hydralora.kernels.backward_heads import hydra_heads_backward
 from hydralora.kernels.backward_input import hydra_fused_grad_input
 from hydralora.kernels.backward_weights import hydra_lora_a_backward, hydra_lora_b_backward
@@ -138,6 +140,15 @@ def hydra_linear_triton(
         dtype = torch.get_autocast_dtype(device_type)
         x2d, weight = x2d.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
+    if x2d.dtype not in KERNEL_DTYPES:
+        raise TypeError(f"the Triton backend runs {KERNEL_DTYPES}, got x in {x2d.dtype}; use backend='torch'")
+    if (x2d.shape[1] - 1) * x2d.stride(1) >= 2**31:
+        # column offsets are 32-bit in the kernels (row offsets are 64-bit); only a column-major
+        # x of over 2^31 elements gets there
+        x2d = x2d.contiguous()
     active_dropout = dropout_p if training else 0.0
-    return HydraLinearFunction.apply(x2d, weight, bias, lora_A, lora_B, head_weights, router_weight, scale,
-                                     router_on_lora, temperature, active_dropout, base_gemm_choice())
+    # Triton launches on the current CUDA device: make it x's (a model on cuda:1 while cuda:0 is current)
+    device_guard = torch.cuda.device(x2d.device) if x2d.is_cuda else contextlib.nullcontext()
+    with device_guard:
+        return HydraLinearFunction.apply(x2d, weight, bias, lora_A, lora_B, head_weights, router_weight, scale,
+                                         router_on_lora, temperature, active_dropout, base_gemm_choice())

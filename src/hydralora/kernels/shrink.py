@@ -17,7 +17,7 @@ from hydralora.kernels.tiling import dot_precision, prune_row_blocks, rank_pad, 
 
 @triton.autotune(
     configs=row_pass_configs(),
-    key=["M", "K", "R", "NUM_HEADS"],
+    key=["M", "K", "R", "NUM_HEADS", "ROUTER_ON_X", "ROUTER_ON_LORA", "HAS_DROPOUT"],
     prune_configs_by={"early_config_prune": prune_row_blocks(lambda kw: kw["R_PAD"] + kw["G_PAD"])},
 )
 @triton.jit(do_not_specialize=["seed"])
