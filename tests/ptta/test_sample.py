@@ -1,9 +1,11 @@
-"""`generate_videos` / `ptta sample`: adapter, head steering, merge, exported LoRA, and bad arguments."""
+"""`generate_videos` / `ptta sample`: adapter, head steering, merge, exported LoRA, bad arguments, freed text
+encoders and the prompt length limit recorded by training."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -103,3 +105,53 @@ def test_cli_reads_a_prompts_file_and_reports_bad_heads(trained, tiny_model_dir,
                                                                        "001-a-red-ball-seed3.mp4"]
     assert main(args[:-12] + ["--heads", "0.7;0.3"]) == 2
     assert "--heads: expected comma-separated numbers" in capsys.readouterr().err
+
+
+def spy(monkeypatch, module, name: str) -> list[tuple]:
+    """Replace module.name by a wrapper that records each call's arguments, then calls the original."""
+    original, calls = getattr(module, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(args + tuple(kwargs.values()))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def test_sampling_pipeline_holds_no_text_encoders_and_merges_without_originals(trained, tiny_model_dir, tmp_path,
+                                                                              monkeypatch):
+    import hydralora
+    from ptta.train import sample
+
+    calls = spy(monkeypatch, sample, "render_video")
+    generate_videos(["a girl walks"], tmp_path, model=tiny_model_dir, adapter=trained.adapter_dir, merge=True,
+                    gif=False, progress=False, **SIZE)
+    pipe = calls[0][0]
+    # prompts were encoded and the encoders freed before the transformer was loaded
+    assert pipe.text_encoder is None and pipe.text_encoder_2 is None
+    layers = [layer for _, layer in hydralora.hydra_layers(pipe.transformer)]
+    assert layers and all(layer.merged and layer._original_weight is None for layer in layers)
+
+
+def test_prompts_are_encoded_with_the_length_limit_recorded_by_training(trained, tiny_model_dir, tmp_path,
+                                                                        monkeypatch):
+    from ptta.cli import main
+    from ptta.train import text_embeddings
+
+    assert text_embeddings.recorded_max_sequence_length(trained.adapter_dir) == 256  # the fixture cache's value
+    assert text_embeddings.recorded_max_sequence_length(trained.lora_path.parent) == 256
+    assert text_embeddings.recorded_max_sequence_length(trained.output_dir / "checkpoints" / "step-000002") == 256
+    adapter = shutil.copytree(trained.adapter_dir, tmp_path / "adapter")
+    text_embeddings.write_text_encoding(adapter, 12)
+    calls = spy(monkeypatch, text_embeddings, "encode_prompts_alone")
+    generate_videos(["a girl walks"], tmp_path / "recorded", model=tiny_model_dir, adapter=adapter, gif=False,
+                    progress=False, **SIZE)
+    generate_videos(["a girl walks"], tmp_path / "base", model=tiny_model_dir, gif=False, progress=False, **SIZE)
+    args = ["sample", "a girl walks", "--out", str(tmp_path / "cli"), "--model", str(tiny_model_dir), "--adapter",
+            str(adapter), "--steps", "1", "--height", "32", "--width", "48", "--frames", "9", "--no-gif"]
+    assert main(args + ["--max-sequence-length", "7"]) == 0
+    assert [call[2] for call in calls] == [12, 256, 7]
+    (adapter / text_embeddings.TEXT_ENCODING_FILE).write_text("{}")
+    with pytest.raises(ValueError, match="text_encoding.json: expected"):
+        generate_videos(["p"], tmp_path / "broken", model=tiny_model_dir, adapter=adapter, progress=False, **SIZE)

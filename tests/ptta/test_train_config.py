@@ -52,6 +52,9 @@ def test_yaml_file_relative_paths_and_exponent_without_dot(tmp_path):
         ({"heads": {"from_captions": True}}, "heads.from_captions: the caption weights replace omega"),
         ({"validation": {"every": 10}}, "validation.prompts: validation.every is set but no prompts"),
         ({"model": "/nonexistent/hunyuan"}, "model: /nonexistent/hunyuan does not exist"),
+        ({"vae_dtype": "fp16"}, "vae_dtype: must be one of ['auto', 'float32', 'bfloat16', 'float16']"),
+        ({"data": {"fps": 0}}, "data.fps: must be > 0"),
+        ({"training": {"process_group_timeout_minutes": -1}}, "training.process_group_timeout_minutes: must be > 0"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path, data, message):
@@ -66,6 +69,45 @@ def test_model_dir_without_model_index_is_rejected(tmp_path):
     (tmp_path / "model").mkdir()
     with pytest.raises(ConfigError, match="has no model_index.json"):
         config_from_dict({"model": str(tmp_path / "model")})
+
+
+def fake_model_dir(root: Path, pipeline: str, in_channels: int) -> Path:
+    """The JSON files of a pipeline directory (no weights): enough for the directory check."""
+    for name, data in {"model_index.json": {"_class_name": pipeline},
+                       "transformer/config.json": {"in_channels": in_channels},
+                       "vae/config.json": {"latent_channels": 16}}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(json.dumps(data))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "in_channels", "bad_file", "message"),
+    [
+        ("HunyuanVideoImageToVideoPipeline", 33, "model_index.json", "trains the text-to-video HunyuanVideoPipeline"),
+        ("HunyuanVideoPipeline", 32, "transformer/config.json", "in_channels is 32, not the VAE's 16 latent channels"),
+    ],
+)
+def test_image_to_video_model_dirs_are_refused_naming_the_file(tmp_path, pipeline, in_channels, bad_file, message):
+    from ptta.train.model import resolve_model_dir
+
+    model = fake_model_dir(tmp_path / "model", pipeline, in_channels)
+    with pytest.raises(ConfigError, match=message) as info:
+        config_from_dict({"model": str(model)})
+    assert str(model / bad_file) in str(info.value)
+    with pytest.raises(ValueError, match=message):
+        resolve_model_dir(model)  # what `ptta sample --model` checks
+    config_from_dict({"model": str(fake_model_dir(tmp_path / "t2v", "HunyuanVideoPipeline", 16))})
+
+
+def test_process_group_timeout_reaches_the_accelerator():
+    from datetime import timedelta
+
+    from ptta.train.trainer import make_accelerator
+
+    assert make_accelerator(config_from_dict({})).init_handler.timeout == timedelta(minutes=120)
+    accelerator = make_accelerator(config_from_dict({"training": {"process_group_timeout_minutes": 7.5}}))
+    assert accelerator.init_handler.timeout == timedelta(minutes=7.5)
 
 
 def test_missing_config_file_and_bad_yaml(tmp_path):
@@ -105,3 +147,4 @@ def test_paper_recipe_holds_the_paper_hyper_parameters():
     assert (hydra.r, hydra.alpha, hydra.num_heads, hydra.mixing) == (32, 32, 4, "router")
     assert (config.optimizer.lr, config.optimizer.betas, config.optimizer.weight_decay) == (2e-5, [0.9, 0.99], 0.01)
     assert config.training.epochs == 2 and not config.training.fsdp
+    assert (config.data.fps, config.vae_dtype, config.training.process_group_timeout_minutes) == (24, "auto", 120)

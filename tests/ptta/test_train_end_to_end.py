@@ -184,6 +184,12 @@ def test_cache_of_another_model_is_refused(make_config, tmp_path):
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
+def test_cache_of_another_prompt_length_limit_is_refused(make_config):
+    # the adapter records the limit for sampling, so it must be the one the cached embeddings used
+    with pytest.raises(ConfigError, match="data.max_sequence_length is 128, but the cache .* was made with 256"):
+        train(make_config(data={"max_sequence_length": 128}), progress=False)
+
+
 def test_validation_samples_are_written_during_training(make_config):
     config = make_config(training={"max_steps": 2},
                          validation={"every": 2, "prompts": ["a girl walks"], "steps": 2, "height": 32, "width": 48,

@@ -3,6 +3,7 @@
 HunyuanVideo's VAE compresses time by 4 keeping the first frame ((F - 1) / 4 + 1 latent frames),
 so other frame counts silently lose frames; space is compressed by 8 and patched by 2, so other
 sizes are silently cropped. Clips of one bucket share a shape and can be batched together.
+Before bucketing, a clip is brought to the training frame rate (`resample_frames`).
 """
 
 from __future__ import annotations
@@ -75,3 +76,17 @@ def fit_clip(frames: np.ndarray, bucket: Bucket) -> np.ndarray:
         resized = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
         out[i] = resized[top:top + bucket.height, left:left + bucket.width]
     return out
+
+
+def resample_frames(frames: np.ndarray, source_fps: float, fps: float) -> np.ndarray:
+    """Frames of a constant-rate clip at `fps`: for each output time k/fps before the clip's end
+    (len(frames)/source_fps), the source frame nearest in time. Equal rates return `frames` as is."""
+    import numpy as np
+
+    if source_fps <= 0 or fps <= 0:
+        raise ValueError(f"frame rates must be > 0, got source {source_fps} and target {fps}")
+    if abs(source_fps - fps) < 1e-6:
+        return frames
+    count = max(1, int(np.floor(len(frames) * fps / source_fps + 1e-6)))
+    nearest = np.floor(np.arange(count) * source_fps / fps + 0.5).astype(int)
+    return frames[np.minimum(nearest, len(frames) - 1)]

@@ -1,16 +1,22 @@
 """`ptta cache`: VAE latents and text embeddings of every selected clip, in safetensors shards.
 
 Layout of the cache folder:
-    cache_info.json                   what the cache was made from (model, buckets, clip list hash)
+    cache_info.json                   what the cache was made from (model, buckets, fps, dtypes,
+                                      prompt length limit, clip list hash)
     shards/shard-00000.safetensors    per clip `<id>/latents` (C, T, H/8, W/8), already multiplied by
-                                      the VAE scaling factor; `<id>/prompt_embeds` (L, D) Llama
-                                      hidden_states[-3] of the templated caption, padding removed;
-                                      `<id>/pooled` (P,) CLIP pooled output. Metadata "clips" lists
-                                      id, caption and bucket; "skipped" the clips that could not be used.
+                                      the VAE scaling factor, in the VAE's dtype (lossless);
+                                      `<id>/prompt_embeds` (L, D) Llama hidden_states[-3] of the
+                                      templated caption, padding removed, and `<id>/pooled` (P,) CLIP
+                                      pooled output, both bf16 (the text encoders' dtype on a GPU).
+                                      Metadata "clips" lists id, caption, bucket and source fps;
+                                      "skipped" the clips that could not be used.
 
 Shard i holds clips [i*shard_size, (i+1)*shard_size) of the manifest's selection and is written
 to a temporary name then renamed, so an interrupted run resumes at the first missing shard.
-Latents are the mode of the VAE posterior, so the cache is deterministic.
+Latents are the mode of the VAE posterior, so the cache is deterministic. Every clip is first
+resampled to `data.fps` (nearest source frame per output time), so a 30 or 60 fps source keeps
+its motion speed. Readers convert every tensor to fp32, so caches of format 1 (fp32 embeddings,
+bf16 latents, no fps resampling) still train.
 """
 
 from __future__ import annotations
@@ -23,13 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ptta.tables import write_text_atomic
-from ptta.train.buckets import Bucket, choose_bucket, fit_clip
+from ptta.train.buckets import Bucket, choose_bucket, fit_clip, resample_frames
 from ptta.train.config import TrainConfig
 from ptta.train.manifest import SelectedClip, read_selected_clips
 
 CACHE_INFO_FILE = "cache_info.json"
 SHARD_DIR = "shards"
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 
 
 class CacheError(ValueError):
@@ -55,13 +61,16 @@ def build_cache(config: TrainConfig, overwrite: bool = False, device: str | None
     from tqdm import tqdm
 
     from ptta.torch_runtime import resolve_device
-    from ptta.train.model import load_pipeline, prompt_template, resolve_model_dir
+    from ptta.train.model import (load_pipeline, prompt_template, resolve_model_dir, resolve_vae_dtype,
+                                  text_encoder_dtype)
     from ptta.train.text_embeddings import encode_prompts
 
     clips = read_selected_clips(config.manifest_path)
     model_dir = resolve_model_dir(config.model_spec())
     cache_dir = config.cache_path
-    info = _cache_info(config, clips, model_dir)
+    device = resolve_device(device)
+    text_dtype, vae_dtype = text_encoder_dtype(device), resolve_vae_dtype(config.vae_dtype, device)
+    info = _cache_info(config, clips, model_dir, text_dtype, vae_dtype)
     _prepare_cache_dir(cache_dir, info, overwrite)
 
     shard_size = config.data.shard_size
@@ -69,9 +78,7 @@ def build_cache(config: TrainConfig, overwrite: bool = False, device: str | None
     todo = [i for i in range(len(shards)) if not shard_path(cache_dir, i).is_file()]
     if not todo:
         return cache_dir
-    device = resolve_device(device)
-    dtype = torch.bfloat16 if device.type == "cuda" and config.training.mixed_precision == "bf16" else torch.float32
-    pipe = load_pipeline(model_dir, dtype, transformer=None).to(device)
+    pipe = load_pipeline(model_dir, text_dtype, vae_dtype=vae_dtype, transformer=None).to(device)
     # tiles keep the VAE's memory bounded for long, large clips; small clips are not tiled
     pipe.vae.enable_tiling()
     template = prompt_template(model_dir)
@@ -82,19 +89,21 @@ def build_cache(config: TrainConfig, overwrite: bool = False, device: str | None
         usable = []
         for clip in shards[index]:
             try:
-                latents, bucket = _encode_clip(pipe, clip, config, device, dtype)
+                latents, bucket, source_fps = _encode_clip(pipe, clip, config, device)
             except (OSError, ValueError, FFmpegError) as exc:
                 skipped.append({"id": clip.id, "reason": str(exc)})
                 bar.update()
                 continue
             tensors[f"{clip.id}/latents"] = latents
-            records.append({"id": clip.id, "caption": clip.caption, "bucket": [bucket.frames, bucket.height, bucket.width]})
+            records.append({"id": clip.id, "caption": clip.caption, "source_fps": source_fps,
+                            "bucket": [bucket.frames, bucket.height, bucket.width]})
             usable.append(clip)
             bar.update()
         embeddings = encode_prompts(pipe, [c.caption for c in usable], template, config.data.max_sequence_length, device)
         for clip, (prompt_embeds, pooled) in zip(usable, embeddings):
-            tensors[f"{clip.id}/prompt_embeds"] = prompt_embeds
-            tensors[f"{clip.id}/pooled"] = pooled
+            # bf16, what the text encoders put out on a GPU: half the size of fp32 at no loss there
+            tensors[f"{clip.id}/prompt_embeds"] = prompt_embeds.to(torch.bfloat16)
+            tensors[f"{clip.id}/pooled"] = pooled.to(torch.bfloat16)
         _write_shard(shard_path(cache_dir, index), tensors, records, skipped)
     bar.close()
     return cache_dir
@@ -109,6 +118,9 @@ def read_cache(cache_dir: str | Path) -> list[CachedClip]:
     if not info_path.is_file():
         raise CacheError(f"{cache_dir} is not a ptta cache (no {CACHE_INFO_FILE}); run `ptta cache` first")
     info = json.loads(info_path.read_text())
+    if info.get("format_version", 1) > CACHE_FORMAT_VERSION:
+        raise CacheError(f"{info_path}: cache format {info['format_version']} was written by a newer ptta "
+                         f"(this one reads formats up to {CACHE_FORMAT_VERSION})")
     clips = []
     for index in range(info["num_shards"]):
         path = shard_path(cache_dir, index)
@@ -133,34 +145,40 @@ def skipped_clips(cache_dir: str | Path) -> list[dict]:
     return out
 
 
-def _encode_clip(pipe, clip: SelectedClip, config: TrainConfig, device, dtype):
+def _encode_clip(pipe, clip: SelectedClip, config: TrainConfig, device):
+    """(latents in the VAE's dtype, bucket, the clip's own frame rate)."""
     import torch
 
     from ptta.video_io import read_video
 
     if not clip.path.is_file():
         raise FileNotFoundError(f"clip file {clip.path} does not exist")
-    frames, _ = read_video(clip.path)  # ValueError naming the file when nothing decodes
+    frames, source_fps = read_video(clip.path)  # ValueError naming the file when nothing decodes
+    frames = resample_frames(frames, source_fps, config.data.fps)
     bucket = choose_bucket(len(frames), frames.shape[1], frames.shape[2], config.data.frame_buckets,
                            config.data.resolution_buckets)
     if bucket is None:
-        raise ValueError(f"{clip.path}: {len(frames)} frames, fewer than the smallest frame bucket "
-                         f"{min(config.data.frame_buckets)}")
+        raise ValueError(f"{clip.path}: {len(frames)} frames at {config.data.fps:g} fps (source {source_fps:g} fps), "
+                         f"fewer than the smallest frame bucket {min(config.data.frame_buckets)}")
     video = torch.from_numpy(fit_clip(frames, bucket)).permute(3, 0, 1, 2)[None]  # (1, 3, F, H, W)
-    video = (video.to(device=device, dtype=torch.float32) / 127.5 - 1.0).to(dtype)
+    video = (video.to(device=device, dtype=torch.float32) / 127.5 - 1.0).to(pipe.vae.dtype)
     with torch.no_grad():
         latents = pipe.vae.encode(video).latent_dist.mode() * pipe.vae.config.scaling_factor
-    return latents[0].cpu().contiguous(), bucket
+    return latents[0].cpu().contiguous(), bucket, source_fps
 
 
-def _cache_info(config: TrainConfig, clips: list[SelectedClip], model_dir: Path) -> dict:
+def _cache_info(config: TrainConfig, clips: list[SelectedClip], model_dir: Path, text_dtype, vae_dtype) -> dict:
     settings = {
         "format_version": CACHE_FORMAT_VERSION,
         "model": str(model_dir.resolve()),
         "manifest": str(config.manifest_path),
         "frame_buckets": config.data.frame_buckets,
         "resolution_buckets": config.data.resolution_buckets,
+        "fps": config.data.fps,
         "max_sequence_length": config.data.max_sequence_length,
+        # resolved for the device, so a resumed run on another kind of device does not mix dtypes
+        "vae_dtype": str(vae_dtype).removeprefix("torch."),
+        "text_encoder_dtype": str(text_dtype).removeprefix("torch."),
         "shard_size": config.data.shard_size,
         "clips": [[c.id, str(c.path), c.caption] for c in clips],
     }

@@ -1,8 +1,8 @@
 """Checkpoints that resume a run exactly, written so a crash never leaves a half-written one.
 
 `OUT/checkpoints/step-000012/` holds the adapter (adapter_model.safetensors + adapter_config.json,
-loadable by hydralora.load_adapter), optimizer.pt (AdamW moments; under FSDP gathered whole and
-keyed by parameter name), trainer_state.json (step, data
+loadable by hydralora.load_adapter, and text_encoding.json for `ptta sample`), optimizer.pt
+(AdamW moments; under FSDP gathered whole and keyed by parameter name), trainer_state.json (step, data
 position, scheduler state, settings that must not change on resume) and rng-rank<r>.safetensors /
 .json (torch, CUDA, numpy and Python random states of every process). Every process writes into
 `step-000012.partial/`; the main process renames it into place once all files are there, then
@@ -49,11 +49,14 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def save_checkpoint(accelerator, model, optimizer, scheduler, state: dict, output_dir: Path, keep: int) -> Path:
-    """Write a checkpoint of step `state["step"]` from every process; returns its folder."""
+def save_checkpoint(accelerator, model, optimizer, scheduler, state: dict, output_dir: Path, keep: int,
+                    max_sequence_length: int) -> Path:
+    """Write a checkpoint of step `state["step"]` from every process; returns its folder.
+    `max_sequence_length` (the cache's prompt length limit) is recorded beside the adapter."""
     import hydralora
 
     from ptta.train.fsdp import full_adapter, is_sharded, optimizer_state_to_save
+    from ptta.train.text_embeddings import write_text_encoding
 
     final = checkpoint_path(output_dir, state["step"])
     staging = final.with_name(final.name + ".partial")
@@ -66,6 +69,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, state: dict, outpu
     with full_adapter(model):
         if accelerator.is_main_process:
             hydralora.save_adapter(model, staging)
+            write_text_encoding(staging, max_sequence_length)
     sharded = is_sharded(model)
     optimizer_state = optimizer_state_to_save(model, optimizer) if sharded else optimizer.state_dict()
     if accelerator.is_main_process:

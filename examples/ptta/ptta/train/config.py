@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ptta.torch_runtime import DTYPES
 from ptta.train.buckets import check_frame_count, check_resolution
 
 # Every nn.Linear of the dual- and single-stream blocks of the HunyuanVideo transformer (the paper:
@@ -60,6 +61,9 @@ class DataConfig:
     shard_size: int = 64
     # longest Llama prompt (tokens after the template); HunyuanVideo uses 256
     max_sequence_length: int = 256
+    # clips are resampled to this frame rate (nearest source frame), the rate HunyuanVideo was trained at,
+    # so motion speed is learnt right whatever the source's rate
+    fps: float = 24.0
 
 
 @dataclass
@@ -125,6 +129,9 @@ class TrainingConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 1
+    # how long a process waits for the others (e.g. while the main process samples validation videos)
+    # before the distributed run is aborted; torch's NCCL default of 10 minutes is too short for that
+    process_group_timeout_minutes: float = 120.0
 
 
 @dataclass
@@ -147,6 +154,8 @@ class TrainConfig:
     """A whole `ptta train` run. `model` is a diffusers HunyuanVideo directory or "tiny"."""
 
     model: str = "tiny"
+    # "auto": float16 on a GPU, float32 on a CPU (see ptta.train.model.resolve_vae_dtype)
+    vae_dtype: str = "auto"
     output_dir: str = "runs/ptta"
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
@@ -240,7 +249,9 @@ def save_config(config: TrainConfig, path: str | Path) -> Path:
 
 
 def check_model_dir(config: TrainConfig) -> None:
-    """ConfigError unless `model` is "tiny" or a folder holding a diffusers model_index.json."""
+    """ConfigError unless `model` is "tiny" or a text-to-video HunyuanVideo pipeline directory."""
+    from ptta.train.model import check_hunyuan_video_dir
+
     if config.model == "tiny":
         return
     directory = config.resolve(config.model)
@@ -249,8 +260,10 @@ def check_model_dir(config: TrainConfig) -> None:
             f"{config.source}: model: {directory} does not exist; give a local diffusers HunyuanVideo "
             f"directory or 'tiny' for the embedded tiny model"
         )
-    if not (directory / "model_index.json").is_file():
-        raise ConfigError(f"{config.source}: model: {directory} has no model_index.json (not a diffusers pipeline)")
+    try:
+        check_hunyuan_video_dir(directory)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{config.source}: model: {exc}") from exc
 
 
 def validate(config: TrainConfig) -> None:
@@ -268,6 +281,7 @@ def validate(config: TrainConfig) -> None:
             fail(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
     check_model_dir(config)
+    choice("vae_dtype", config.vae_dtype, DTYPES)
     data, adapter, heads, opt, train, val = (config.data, config.adapter, config.heads, config.optimizer,
                                              config.training, config.validation)
     if not data.frame_buckets:
@@ -288,6 +302,7 @@ def validate(config: TrainConfig) -> None:
             fail("data.resolution_buckets", str(exc))
     positive("data.shard_size", data.shard_size)
     positive("data.max_sequence_length", data.max_sequence_length)
+    positive("data.fps", data.fps)
 
     choice("adapter.type", adapter.type, ADAPTER_TYPES)
     if adapter.type != "none":
@@ -329,6 +344,7 @@ def validate(config: TrainConfig) -> None:
     positive("training.checkpoint_every", train.checkpoint_every)
     positive("training.keep_checkpoints", train.keep_checkpoints)
     positive("training.log_every", train.log_every)
+    positive("training.process_group_timeout_minutes", train.process_group_timeout_minutes)
 
     positive("validation.every", val.every, allow_zero=True)
     if val.every and not val.prompts:

@@ -5,6 +5,10 @@ folders transformer/, vae/, text_encoder/, text_encoder_2/, tokenizer/, tokenize
 e.g. a local copy of hunyuanvideo-community/HunyuanVideo. The spec "tiny" means the embedded tiny
 model, created on first use under $PTTA_HOME (default ~/.cache/ptta) and reused afterwards.
 Nothing is ever downloaded: every load passes local_files_only.
+
+Component dtypes on a GPU follow HunyuanVideo's reference setup: transformer bf16, VAE fp16, and
+the text encoders bf16 wherever prompts are encoded (cache, validation, sampling), so training and
+sampling condition the transformer on the same embeddings. On a CPU everything runs in fp32.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from ptta.train.tiny_model import PROMPT_TEMPLATE_FILE, TINY_MODEL_VERSION, save
 
 TINY_SPEC = "tiny"
 TINY_DIRNAME = f"tiny-hunyuanvideo-v{TINY_MODEL_VERSION}"
+# the text-to-video pipeline; image-to-video variants (HunyuanVideo-I2V, SkyReels-I2V) feed the
+# transformer extra image-latent channels, which cached text-to-video latents cannot supply
+TEXT_TO_VIDEO_PIPELINE = "HunyuanVideoPipeline"
 
 
 def ptta_home() -> Path:
@@ -24,16 +31,46 @@ def ptta_home() -> Path:
 
 
 def resolve_model_dir(spec: str | Path) -> Path:
-    """The model directory for `spec` ("tiny" or a path); FileNotFoundError naming it if unusable."""
+    """The model directory for `spec` ("tiny" or a path); FileNotFoundError or ValueError naming the
+    directory or file if it is not a text-to-video HunyuanVideo pipeline."""
     if str(spec) == TINY_SPEC:
         return ensure_tiny_model(ptta_home() / TINY_DIRNAME)
     directory = Path(spec).expanduser()
     if not directory.is_dir():
         raise FileNotFoundError(f"model directory {directory} does not exist (give a local diffusers HunyuanVideo "
                                 f"directory, or 'tiny' for the embedded tiny model)")
-    if not (directory / "model_index.json").is_file():
-        raise FileNotFoundError(f"{directory} has no model_index.json: not a diffusers pipeline directory")
+    check_hunyuan_video_dir(directory)
     return directory
+
+
+def check_hunyuan_video_dir(directory: Path) -> None:
+    """FileNotFoundError or ValueError, naming the file, unless `directory` holds a text-to-video
+    HunyuanVideoPipeline whose transformer takes exactly the VAE's latent channels (16 for the
+    13B model; an image-to-video transformer takes 32 or 33)."""
+    index = _read_json(directory / "model_index.json", "not a diffusers pipeline directory")
+    if index.get("_class_name") != TEXT_TO_VIDEO_PIPELINE:
+        raise ValueError(f"{directory / 'model_index.json'}: _class_name is {index.get('_class_name')!r}, but ptta "
+                         f"trains the text-to-video {TEXT_TO_VIDEO_PIPELINE} (image-to-video models such as "
+                         f"HunyuanVideo-I2V or SkyReels-I2V are not supported)")
+    transformer = _read_json(directory / "transformer" / "config.json", "the pipeline has no transformer")
+    vae = _read_json(directory / "vae" / "config.json", "the pipeline has no VAE")
+    if transformer.get("in_channels") != vae.get("latent_channels"):
+        raise ValueError(f"{directory / 'transformer' / 'config.json'}: in_channels is "
+                         f"{transformer.get('in_channels')}, not the VAE's {vae.get('latent_channels')} latent "
+                         f"channels: an image-to-video transformer (e.g. HunyuanVideo-I2V, SkyReels-I2V), which ptta "
+                         f"does not support")
+
+
+def _read_json(path: Path, missing_means: str) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent} has no {path.name} ({missing_means})")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def ensure_tiny_model(directory: Path) -> Path:
@@ -76,8 +113,33 @@ def load_transformer(model_dir: Path, dtype):
     )
 
 
-def load_pipeline(model_dir: Path, dtype, **components):
-    """HunyuanVideoPipeline from `model_dir`; `components` replace parts (None skips loading one)."""
-    from diffusers import HunyuanVideoPipeline
+def load_pipeline(model_dir: Path, dtype, vae_dtype=None, **components):
+    """HunyuanVideoPipeline from `model_dir` in `dtype`, its VAE in `vae_dtype` (default: `dtype`);
+    `components` replace parts (None skips loading one)."""
+    from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoPipeline
 
+    if vae_dtype is not None and "vae" not in components:
+        # loaded on its own, so its weights are cast once from the checkpoint, not via `dtype`
+        components["vae"] = AutoencoderKLHunyuanVideo.from_pretrained(model_dir, subfolder="vae", torch_dtype=vae_dtype,
+                                                                      local_files_only=True)
     return HunyuanVideoPipeline.from_pretrained(model_dir, torch_dtype=dtype, local_files_only=True, **components)
+
+
+def text_encoder_dtype(device):
+    """bf16 on a GPU, fp32 on a CPU: one choice for caching, validation and sampling alike."""
+    import torch
+
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def resolve_vae_dtype(name: str, device):
+    """The VAE's dtype for a `vae_dtype` setting: "auto" is fp16 on a GPU (as HunyuanVideo's reference
+    code and diffusers' example run it) and fp32 on a CPU (half-precision 3D convolutions are slow
+    or missing there); an explicit "float16", "bfloat16" or "float32" is used as given."""
+    import torch
+
+    from ptta.torch_runtime import resolve_dtype
+
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return resolve_dtype(name, device)

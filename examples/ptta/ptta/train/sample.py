@@ -6,6 +6,9 @@ demo and the evaluation.
                             seeds=range(10), steps=50, height=448, width=800, frames=33)
 
 Defaults are HunyuanVideo's inference settings: embedded guidance 6.0, flow shift 7.0, 50 steps.
+Prompts are encoded first, with only the text encoders loaded, and truncated to the length the
+adapter was trained with (its `text_encoding.json`); the text encoders are freed before the
+transformer and VAE are loaded, so the two never share the device.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from ptta.train.buckets import check_frame_count, check_resolution
 DEFAULT_STEPS = 50
 DEFAULT_GUIDANCE = 6.0
 DEFAULT_FLOW_SHIFT = 7.0
-MAX_SEQUENCE_LENGTH = 256  # Llama prompt tokens after the template, as the HunyuanVideo pipeline
 SAMPLES_INDEX_FILE = "samples.jsonl"
 ADAPTER_SUBDIR = "adapter"
 
@@ -47,6 +49,8 @@ def generate_videos(
     fps: float = 24.0,
     gif: bool = True,
     device: str | None = None,
+    vae_dtype: str = "auto",
+    max_sequence_length: int | None = None,
     progress: bool = True,
 ) -> list[Path]:
     """Generate one video per (prompt, seed) and return the mp4 paths, prompt-major.
@@ -55,24 +59,30 @@ def generate_videos(
     (or a `ptta train` output folder holding `adapter/`); lora: a LoRA file exported for diffusers
     (`lora_diffusers.safetensors`); neither samples the base model. head_weights: one weight per
     head (e.g. [0.7, 0.3, 0, 0]) used in every layer instead of the adapter's mixing. merge: fold
-    the adapter into the base weights first (per-layer mixing, or with head_weights).
+    the adapter into the base weights first (per-layer mixing, or with head_weights); bf16 rounding
+    of the merged weights makes the videos drift from the unmerged adapter's. vae_dtype: "auto"
+    (float16 on a GPU, float32 on a CPU) or a dtype name. max_sequence_length: Llama prompt tokens;
+    None takes the value recorded beside the adapter or LoRA by training, else HunyuanVideo's 256.
     Writes `<index>-<prompt words>-seed<seed>.mp4` (and .gif) plus `samples.jsonl` into out_dir.
     """
     from tqdm import tqdm
 
     from ptta.tables import jsonl_text, write_text_atomic
-    from ptta.torch_runtime import resolve_device, resolve_dtype
-    from ptta.train.model import prompt_template, resolve_model_dir
-    from ptta.train.text_embeddings import encode_prompts
+    from ptta.torch_runtime import resolve_device
+    from ptta.train.model import resolve_model_dir
+    from ptta.train.text_embeddings import encode_prompts_alone
     from ptta.video_io import write_gif, write_video
 
     prompts, seeds = list(prompts), list(seeds)
-    _check_arguments(prompts, seeds, adapter, lora, head_weights, merge, steps, height, width, frames)
+    _check_arguments(prompts, seeds, adapter, lora, head_weights, merge, steps, height, width, frames,
+                     max_sequence_length)
     model_dir = resolve_model_dir(model)
     device = resolve_device(device)
-    dtype = resolve_dtype("auto", device)
-    pipe = load_sampling_pipeline(model_dir, dtype, device, adapter, lora, head_weights, merge, flow_shift)
-    embeddings = encode_prompts(pipe, prompts, prompt_template(model_dir), MAX_SEQUENCE_LENGTH, device)
+    if max_sequence_length is None:
+        max_sequence_length = trained_max_sequence_length(adapter, lora)
+    embeddings = encode_prompts_alone(model_dir, prompts, max_sequence_length, device)
+    pipe = load_sampling_pipeline(model_dir, device, adapter=adapter, lora=lora, head_weights=head_weights,
+                                  merge=merge, flow_shift=flow_shift, vae_dtype=vae_dtype)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -93,15 +103,22 @@ def generate_videos(
     return paths
 
 
-def load_sampling_pipeline(model_dir: Path, dtype, device, adapter=None, lora=None, head_weights=None,
-                           merge: bool = False, flow_shift: float = DEFAULT_FLOW_SHIFT, **components):
-    """The pipeline with the adapter or exported LoRA applied, the flow shift set, on `device`."""
+def load_sampling_pipeline(model_dir: Path, device, *, adapter=None, lora=None, head_weights=None, merge: bool = False,
+                           flow_shift: float = DEFAULT_FLOW_SHIFT, vae_dtype: str = "auto", transformer=None):
+    """Transformer and VAE on `device` (no text encoders: `render_video` takes embeddings), the
+    adapter or exported LoRA applied, the flow shift set. `transformer` replaces the model's own
+    (validation passes the one being trained)."""
     import hydralora
     import torch
 
-    from ptta.train.model import load_pipeline
+    from ptta.torch_runtime import resolve_dtype
+    from ptta.train.model import load_pipeline, resolve_vae_dtype
 
-    pipe = load_pipeline(model_dir, dtype, **components)
+    components = {"text_encoder": None, "text_encoder_2": None, "tokenizer": None, "tokenizer_2": None}
+    if transformer is not None:
+        components["transformer"] = transformer
+    pipe = load_pipeline(model_dir, resolve_dtype("auto", device), vae_dtype=resolve_vae_dtype(vae_dtype, device),
+                         **components)
     set_flow_shift(pipe, flow_shift)
     # decoding 33+ frames at 448x800 in one piece needs tens of GB; small videos are not tiled
     pipe.vae.enable_tiling()
@@ -113,15 +130,18 @@ def load_sampling_pipeline(model_dir: Path, dtype, device, adapter=None, lora=No
                 raise ValueError(f"head weights {list(head_weights)} have {len(head_weights)} entries; the adapter "
                                  f"at {adapter} has {num_heads} heads")
             hydralora.set_head_weights(pipe.transformer, torch.tensor(list(head_weights), dtype=torch.float32))
-        if merge:
-            hydralora.merge_adapter(pipe.transformer)
     elif lora is not None:
         lora = Path(lora)
         if not lora.is_file():
             raise FileNotFoundError(f"--lora {lora}: no such file")
         pipe.load_lora_weights(str(lora))
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    pipe.to(device)
+    if merge:
+        # on the device, so the fold is computed there; nothing ever unmerges, so no original
+        # weights are kept (they would be a CPU copy of the whole transformer)
+        hydralora.merge_adapter(pipe.transformer, keep_original=False)
+    return pipe
 
 
 def set_flow_shift(pipe, flow_shift: float) -> None:
@@ -153,6 +173,19 @@ def render_video(pipe, prompt_embeds, pooled, seed: int, steps: int, guidance: f
     return (np.clip(output.frames[0], 0, 1) * 255).round().astype(np.uint8)
 
 
+def trained_max_sequence_length(adapter: str | Path | None, lora: str | Path | None) -> int:
+    """The prompt length limit training recorded beside the adapter or exported LoRA, else 256."""
+    from ptta.train.text_embeddings import DEFAULT_MAX_SEQUENCE_LENGTH, recorded_max_sequence_length
+
+    if adapter is not None:
+        folder = resolve_adapter_dir(adapter)
+    elif lora is not None:
+        folder = Path(lora).parent
+    else:
+        return DEFAULT_MAX_SEQUENCE_LENGTH
+    return recorded_max_sequence_length(folder) or DEFAULT_MAX_SEQUENCE_LENGTH
+
+
 def resolve_adapter_dir(path: str | Path) -> Path:
     """An adapter folder, or a training output folder holding one in `adapter/`."""
     path = Path(path)
@@ -162,7 +195,8 @@ def resolve_adapter_dir(path: str | Path) -> Path:
     raise FileNotFoundError(f"--adapter {path}: no adapter_model.safetensors there or in {path / ADAPTER_SUBDIR}")
 
 
-def _check_arguments(prompts, seeds, adapter, lora, head_weights, merge, steps, height, width, frames) -> None:
+def _check_arguments(prompts, seeds, adapter, lora, head_weights, merge, steps, height, width, frames,
+                     max_sequence_length) -> None:
     if not prompts:
         raise ValueError("no prompts given")
     if not seeds:
@@ -175,6 +209,8 @@ def _check_arguments(prompts, seeds, adapter, lora, head_weights, merge, steps, 
         raise ValueError("--merge folds a HydraLoRA adapter into the model: give --adapter too")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if max_sequence_length is not None and max_sequence_length < 1:
+        raise ValueError(f"max sequence length must be >= 1, got {max_sequence_length}")
     check_resolution(height, width)
     check_frame_count(frames)
 

@@ -3,11 +3,21 @@
 `HunyuanVideoPipeline.encode_prompt` applies the chat template, runs Llama and keeps
 hidden_states[-3] after `crop_start` (right-padded, with a mask), plus CLIP-L's pooled output.
 Trimming the padding makes caches small; `pad_prompt_batch` pads again for a batch.
+
+The prompt length limit an adapter was trained with is recorded beside its weights
+(`text_encoding.json`), so sampling truncates prompts exactly as the cache did.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+
+TEXT_ENCODING_FILE = "text_encoding.json"
+# HunyuanVideo's own limit: used for adapters that record none (and for the base model)
+DEFAULT_MAX_SEQUENCE_LENGTH = 256
 
 
 @torch.no_grad()
@@ -28,6 +38,18 @@ def encode_prompts(pipe, prompts: list[str], template: dict, max_sequence_length
     return out
 
 
+def encode_prompts_alone(model_dir: Path, prompts: list[str], max_sequence_length: int,
+                         device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`encode_prompts` with only the text encoders loaded, freed again before returning, so the
+    8B Llama never sits in memory beside the transformer."""
+    from ptta.train.model import load_pipeline, prompt_template, text_encoder_dtype
+
+    pipe = load_pipeline(model_dir, text_encoder_dtype(device), transformer=None, vae=None).to(device)
+    embeddings = encode_prompts(pipe, prompts, prompt_template(model_dir), max_sequence_length, device)
+    del pipe
+    return embeddings
+
+
 def pad_prompt_batch(embeds: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad (L_i, D) embeddings to (B, L_max, D) with a (B, L_max) mask, as the pipeline does."""
     longest = max(e.shape[0] for e in embeds)
@@ -37,3 +59,22 @@ def pad_prompt_batch(embeds: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
         batch[i, :e.shape[0]] = e
         mask[i, :e.shape[0]] = 1
     return batch, mask
+
+
+def write_text_encoding(directory: Path, max_sequence_length: int) -> None:
+    """Record beside an adapter (or exported LoRA) the prompt length limit it was trained with."""
+    (Path(directory) / TEXT_ENCODING_FILE).write_text(json.dumps({"max_sequence_length": max_sequence_length}))
+
+
+def recorded_max_sequence_length(directory: Path) -> int | None:
+    """The limit `write_text_encoding` recorded in `directory`; None if it holds no record."""
+    path = Path(directory) / TEXT_ENCODING_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())["max_sequence_length"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: expected {{\"max_sequence_length\": N}}: {exc}") from exc
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{path}: max_sequence_length must be a positive integer, got {value!r}")
+    return value

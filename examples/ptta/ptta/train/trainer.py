@@ -10,7 +10,8 @@ repeats an uninterrupted one exactly.
 Output folder: config.yaml (the resolved config), metrics.jsonl, loss_curve.png, checkpoints/,
 adapter/ (the final adapter), lora_diffusers.safetensors (per-layer mixing only: the adapter
 collapsed to a plain LoRA for diffusers / ComfyUI), validation/step-N/ (optional samples) and
-train_summary.json.
+train_summary.json. Every adapter (and the LoRA) gets a text_encoding.json beside it recording
+the cache's prompt length limit, which `ptta sample` then encodes prompts with.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -66,7 +68,7 @@ def resume_settings(config: TrainConfig) -> dict:
 def train(config: TrainConfig, resume: str | None = None, progress: bool = True) -> TrainResult:
     """Run (or with `resume` = "latest" or a checkpoint folder, continue) the training in `config`."""
     import hydralora
-    from accelerate import Accelerator, DistributedType
+    from accelerate import DistributedType
 
     from ptta.train.cache import read_cache
     from ptta.train.data import CachedClipReader, epoch_plan, steps_per_epoch
@@ -76,11 +78,7 @@ def train(config: TrainConfig, resume: str | None = None, progress: bool = True)
     if config.adapter.type == "none":
         raise ConfigError(f"{config.source}: adapter.type: 'none' is the untuned base model, there is nothing to "
                           f"train; sample it with `ptta sample` without --adapter")
-    # Without cpu=True accelerate ignores torchrun's WORLD_SIZE on a machine without GPUs and runs
-    # every process alone; with it, CPU processes form a gloo group (DDP on the CPU). Mixed
-    # precision is an autocast in the step rather than an Accelerator setting, because accelerate
-    # keeps that setting process-wide and would refuse a second run with another precision.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(config)
     if accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
         # accelerate's FSDP / DeepSpeed wrappers would bypass ptta's sharding and checkpoint code
         raise ConfigError(f"ptta train runs one process, DDP or its own FSDP (training.fsdp: true under a plain "
@@ -96,7 +94,7 @@ def train(config: TrainConfig, resume: str | None = None, progress: bool = True)
     with accelerator.main_process_first():
         model_dir = resolve_model_dir(config.model_spec())
     clips = read_cache(config.cache_path)
-    _check_cache_model(config, model_dir)
+    _check_cache_matches(config, model_dir)
 
     torch.manual_seed(config.seed)
     base_dtype = torch.bfloat16 if config.training.mixed_precision == "bf16" else torch.float32
@@ -142,6 +140,21 @@ def train(config: TrainConfig, resume: str | None = None, progress: bool = True)
                          CachedClipReader(clips), clips, model_dir, total_steps, progress)
     last_loss = loop.run(state, resumed=checkpoint is not None, last_checkpoint=checkpoint)
     return _finish(config, accelerator, unwrapped, output_dir, state["step"], last_loss)
+
+
+def make_accelerator(config: TrainConfig):
+    """The Accelerator of a run, its process group waiting `training.process_group_timeout_minutes`."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    # Without cpu=True accelerate ignores torchrun's WORLD_SIZE on a machine without GPUs and runs
+    # every process alone; with it, CPU processes form a gloo group (DDP on the CPU). Mixed
+    # precision is an autocast in the step rather than an Accelerator setting, because accelerate
+    # keeps that setting process-wide and would refuse a second run with another precision.
+    # The timeout: while the main process samples validation videos (loading Llama, rendering with
+    # the 13B transformer) the others wait at a barrier far longer than NCCL's default 10 minutes.
+    timeout = InitProcessGroupKwargs(timeout=timedelta(minutes=config.training.process_group_timeout_minutes))
+    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[timeout])
 
 
 class _TrainingLoop:
@@ -196,7 +209,8 @@ class _TrainingLoop:
                 if state["step"] % t.checkpoint_every == 0 or state["step"] == self.total_steps:
                     snapshot = {**state, "world_size": world, "settings": resume_settings(config)}
                     last_checkpoint = save_checkpoint(acc, self.unwrapped, self.optimizer, self.scheduler, snapshot,
-                                                      self.output_dir, t.keep_checkpoints)
+                                                      self.output_dir, t.keep_checkpoints,
+                                                      config.data.max_sequence_length)
                 if config.validation.every and state["step"] % config.validation.every == 0:
                     self._validate(state["step"])
             if state["step_in_epoch"] >= len(groups):
@@ -292,14 +306,17 @@ def _finish(config: TrainConfig, accelerator, unwrapped, output_dir: Path, steps
 
     from ptta.train.fsdp import full_adapter
     from ptta.train.metrics import LOSS_CURVE_FILE, METRICS_FILE, plot_loss_curve
+    from ptta.train.text_embeddings import write_text_encoding
 
     adapter_dir = output_dir / ADAPTER_DIR
     lora_path = output_dir / LORA_EXPORT_FILE if hydralora.adapter_config(unwrapped).per_layer_mixing else None
     with full_adapter(unwrapped):
         if accelerator.is_main_process:
             hydralora.save_adapter(unwrapped, adapter_dir)
+            write_text_encoding(adapter_dir, config.data.max_sequence_length)
             if lora_path is not None:
                 hydralora.export_lora(unwrapped, lora_path, format="diffusers", prefix="transformer")
+                write_text_encoding(lora_path.parent, config.data.max_sequence_length)
     if accelerator.is_main_process:
         plot_loss_curve(output_dir / METRICS_FILE, output_dir / LOSS_CURVE_FILE,
                         title=f"{config.adapter.type} training loss")
@@ -328,13 +345,19 @@ def _checkpoint_to_resume(output_dir: Path, resume: str | None) -> Path | None:
     return path
 
 
-def _check_cache_model(config: TrainConfig, model_dir: Path) -> None:
+def _check_cache_matches(config: TrainConfig, model_dir: Path) -> None:
+    """The cache must come from this model and this prompt length limit (which the adapter records
+    for sampling, so it has to be the one the cached embeddings were made with)."""
     from ptta.train.cache import CACHE_INFO_FILE
 
     info = json.loads((config.cache_path / CACHE_INFO_FILE).read_text())
     if info["model"] != str(model_dir.resolve()):
         raise ConfigError(f"{config.source}: the cache in {config.cache_path} was made with model {info['model']}, "
                           f"but model is {model_dir}; latents and embeddings of one model do not fit another")
+    if info["max_sequence_length"] != config.data.max_sequence_length:
+        raise ConfigError(f"{config.source}: data.max_sequence_length is {config.data.max_sequence_length}, but the "
+                          f"cache in {config.cache_path} was made with {info['max_sequence_length']}; set it back or "
+                          f"rebuild the cache (ptta cache --overwrite)")
 
 
 def _check_resume_settings(checkpoint: Path, config: TrainConfig) -> None:

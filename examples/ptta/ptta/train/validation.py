@@ -15,34 +15,25 @@ VALIDATION_DIR = "validation"
 
 
 def encode_validation_prompts(config: TrainConfig, model_dir: Path, device) -> list:
-    from ptta.torch_runtime import resolve_device, resolve_dtype
-    from ptta.train.model import load_pipeline, prompt_template
-    from ptta.train.text_embeddings import encode_prompts
+    from ptta.train.text_embeddings import encode_prompts_alone
 
-    dtype = resolve_dtype("auto", resolve_device(device))
-    pipe = load_pipeline(model_dir, dtype, transformer=None, vae=None).to(device)
-    embeddings = encode_prompts(pipe, config.validation.prompts, prompt_template(model_dir),
-                                config.data.max_sequence_length, device)
-    del pipe
-    return embeddings
+    return encode_prompts_alone(model_dir, config.validation.prompts, config.data.max_sequence_length, device)
 
 
 def render_validation(config: TrainConfig, model_dir: Path, transformer, embeddings: list, step: int, device) -> list[Path]:
     import torch
 
-    from ptta.torch_runtime import resolve_device, resolve_dtype
     from ptta.train.sample import load_sampling_pipeline, render_video
     from ptta.video_io import write_gif, write_video
 
     v = config.validation
-    dtype = resolve_dtype("auto", resolve_device(device))
-    pipe = load_sampling_pipeline(model_dir, dtype, device, flow_shift=v.flow_shift, transformer=transformer,
-                                  text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None)
+    pipe = load_sampling_pipeline(model_dir, device, flow_shift=v.flow_shift, vae_dtype=config.vae_dtype,
+                                  transformer=transformer)
     out_dir = config.output_path / VALIDATION_DIR / f"step-{step:06d}"
     paths = []
     with torch.no_grad():
         for i, (prompt_embeds, pooled) in enumerate(embeddings):
             video = render_video(pipe, prompt_embeds, pooled, v.seed, v.steps, v.guidance, v.height, v.width, v.frames)
-            paths.append(write_video(out_dir / f"{i:03d}-seed{v.seed}.mp4", video, fps=24))
-            write_gif(out_dir / f"{i:03d}-seed{v.seed}.gif", video, fps=24)
+            paths.append(write_video(out_dir / f"{i:03d}-seed{v.seed}.mp4", video, fps=config.data.fps))
+            write_gif(out_dir / f"{i:03d}-seed{v.seed}.gif", video, fps=config.data.fps)
     return paths

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ptta.torch_runtime import DTYPES
 from ptta.train.sample import DEFAULT_FLOW_SHIFT, DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 
@@ -18,7 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--adapter", help="HydraLoRA adapter folder, or a `ptta train` output folder")
     source.add_argument("--lora", help="LoRA file exported for diffusers (lora_diffusers.safetensors)")
     parser.add_argument("--heads", help="head weights, e.g. 0.7,0.3,0,0 (replaces the adapter's mixing)")
-    parser.add_argument("--merge", action="store_true", help="fold the adapter into the base weights first")
+    parser.add_argument("--merge", action="store_true",
+                        help="fold the adapter into the base weights first (a little faster per step). Caution: "
+                             "on a GPU the base weights are bf16 (about 3 significant digits), so adding the small "
+                             "delta training makes (lr 2e-5) rounds it and videos drift from the unmerged "
+                             "adapter's; sample unmerged (the default) to judge an adapter")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, one video per prompt and seed")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="embedded guidance scale")
@@ -29,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=24.0)
     parser.add_argument("--no-gif", action="store_true", help="write mp4 only")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--vae-dtype", default="auto", choices=DTYPES,
+                        help="VAE dtype (default auto: float16 on a GPU as HunyuanVideo, float32 on a CPU)")
+    parser.add_argument("--max-sequence-length", type=int, default=None,
+                        help="Llama prompt tokens after the template (default: what the adapter or LoRA was "
+                             "trained with, recorded in its text_encoding.json, else 256)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             prompts, args.out, model=args.model, adapter=args.adapter, lora=args.lora, head_weights=heads,
             merge=args.merge, seeds=seeds, steps=args.steps, guidance=args.guidance, flow_shift=args.flow_shift,
             height=args.height, width=args.width, frames=args.frames, fps=args.fps, gif=not args.no_gif,
-            device=args.device,
+            device=args.device, vae_dtype=args.vae_dtype, max_sequence_length=args.max_sequence_length,
         )
     except (ValueError, FileNotFoundError, HydraMergeError) as exc:
         print(f"ptta sample: {exc}", file=sys.stderr)
