@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from hydralora import HydraConfig, HydraConfigError
 
@@ -46,6 +47,11 @@ def test_json_round_trip_gives_an_equal_config(config):
     assert json.loads(text) == config.to_dict()
     assert HydraConfig.from_json(text) == config
     assert HydraConfig.from_dict(config.to_dict()) == config
+
+
+def test_fixed_weights_given_as_a_tensor_are_stored_as_plain_floats():
+    config = HydraConfig(mixing="fixed", num_heads=2, fixed_weights=torch.tensor([0.25, 0.75]))
+    assert config.fixed_weights == [0.25, 0.75] and HydraConfig.from_json(config.to_json()) == config
 
 
 def test_tuples_become_lists_so_the_json_round_trip_is_exact():
@@ -95,6 +101,9 @@ BAD_CONFIGS = [
     ("fixed_weights", {"mixing": "fixed", "num_heads": 3, "fixed_weights": [0.5, 0.5]}),
     ("fixed_weights", {"mixing": "learned", "num_heads": 2, "fixed_weights": [0.5, math.nan]}),
     ("fixed_weights", {"mixing": "router", "num_heads": 2, "fixed_weights": [0.5, 0.5]}),
+    ("fixed_weights", {"mixing": "fixed", "num_heads": 2, "fixed_weights": "ab"}),
+    ("fixed_weights", {"mixing": "fixed", "num_heads": 2, "fixed_weights": 0.5}),
+    ("fixed_weights", {"mixing": "fixed", "num_heads": 2, "fixed_weights": [0.5, None]}),
     ("target_modules", {"target_modules": ""}),
     ("target_modules", {"target_modules": "(unclosed"}),
     ("target_modules", {"target_modules": []}),

@@ -188,3 +188,29 @@ def test_all_linear_skips_multihead_attention_internals_and_explicit_targets_the
     assert model(torch.randn(1, 3, 8)).shape == (1, 3, 8)
     with pytest.raises(HydraInjectionError, match="MultiheadAttention"):
         hydralora.inject(_WithAttention(), HydraConfig(r=2, num_heads=2, target_modules=["out_proj"]))
+
+
+class _ScaledLinear(nn.Linear):
+    """A Linear that changes the math in its forward, as quantized Linears (bitsandbytes) do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * super().forward(x)
+
+
+def test_a_linear_subclass_with_its_own_forward_is_refused_by_name_and_class():
+    model = nn.Sequential(nn.Linear(4, 4), _ScaledLinear(4, 4))
+    with pytest.raises(HydraInjectionError, match=r"'1' is a .*_ScaledLinear, an nn.Linear subclass with its own forward"):
+        hydralora.inject(model, HydraConfig(r=2, num_heads=2))
+    hydralora.inject(model, HydraConfig(r=2, num_heads=2, exclude_modules=["1"]))
+    assert injected_names(model) == ["0"]
+
+
+def test_layers_of_a_peft_adapter_are_refused_with_the_way_out():
+    from peft import LoraConfig, inject_adapter_in_model
+
+    model = inject_adapter_in_model(LoraConfig(r=2, target_modules=["q_proj"]), build_llama())
+    for targets in ("all-linear", ["q_proj"]):
+        with pytest.raises(HydraInjectionError, match=r"PEFT adapter layer 'model\.layers\.0\.self_attn\.q_proj'.*merge_and_unload"):
+            hydralora.inject(model, HydraConfig(r=2, num_heads=2, target_modules=targets))
+    hydralora.inject(model, HydraConfig(r=2, num_heads=2, target_modules=["k_proj"]))
+    assert injected_names(model) == ["model.layers.0.self_attn.k_proj", "model.layers.1.self_attn.k_proj"]

@@ -201,6 +201,40 @@ def test_wrapping_anything_but_a_linear_is_a_type_error():
         HydraLinear(nn.Conv1d(2, 2, 1), HydraConfig())
 
 
+class _DoubledLinear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * super().forward(x)
+
+
+class _PlainSubclass(nn.Linear):
+    """Like nn.MultiheadAttention's NonDynamicallyQuantizableLinear: a subclass that keeps Linear's forward."""
+
+
+def test_linear_subclasses_are_wrapped_only_when_they_keep_linear_forward():
+    with pytest.raises(TypeError, match="_DoubledLinear: it overrides nn.Linear.forward"):
+        HydraLinear(_DoubledLinear(4, 4), HydraConfig(r=2, num_heads=2))
+    layer = HydraLinear(_PlainSubclass(4, 4), HydraConfig(r=2, num_heads=2))
+    x = torch.randn(3, 4)
+    assert torch.equal(layer(x), layer.base_layer(x))
+
+
+def test_weight_and_bias_read_and_write_through_to_the_base_layer():
+    """Code written for nn.Linear reads `.weight.dtype`; transformers' tie_weights assigns `.weight`."""
+    layer = make_layer(mixing="learned")
+    assert layer.weight is layer.base_layer.weight and layer.bias is layer.base_layer.bias
+    names = sorted(name for name, _ in layer.named_parameters())
+    tied = nn.Parameter(torch.zeros_like(layer.weight))
+    layer.weight = tied
+    layer.bias = None
+    assert layer.base_layer.weight is tied and layer.base_layer.bias is None
+    assert sorted(name for name, _ in layer.named_parameters()) == [n for n in names if n != "base_layer.bias"]
+
+
+def test_head_weights_that_are_not_a_tensor_are_a_type_error():
+    with pytest.raises(TypeError, match="torch.Tensor or None, got list"):
+        make_layer(mixing="fixed").set_head_weights([1.0, 0.0, 0.0, 0.0])
+
+
 def test_repr_names_rank_heads_and_mixing():
     text = repr(make_layer(mixing="learned"))
     assert "r=3" in text and "heads=4" in text and "mixing=learned" in text and "scale=2" in text

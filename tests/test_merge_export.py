@@ -259,12 +259,40 @@ def tied_pair(mixing: str = "learned") -> nn.Sequential:
 def test_unmerge_restores_a_weight_tied_between_two_layers_bit_exactly():
     model = tied_pair()
     original = model[0].base_layer.weight.detach().clone()
-    hydralora.merge_adapter(model)
+    for layer in model:  # layer by layer: the model-wide merge refuses tied weights
+        layer.merge()
     hydralora.unmerge_adapter(model)
     assert torch.equal(model[0].base_layer.weight, original)
-    hydralora.merge_adapter(model)
+    for layer in model:
+        layer.merge()
     hydralora.unload(model)
     assert torch.equal(model[0].weight, original)
+
+
+def test_model_wide_merge_refuses_a_base_weight_tied_to_another_module():
+    model = tied_pair()
+    original = model[0].base_layer.weight.detach().clone()
+    with pytest.raises(HydraMergeError, match=r"'0': its base weight is tied to \['1.base_layer.weight'\]"):
+        hydralora.merge_adapter(model)
+    with pytest.raises(HydraMergeError, match="tied to"):
+        hydralora.unload(model, merge=True)
+    assert torch.equal(model[0].base_layer.weight, original) and not any(layer.merged for layer in model)
+
+
+def test_tied_lm_head_stays_tied_through_tie_weights_and_refuses_to_merge_into_the_embedding():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=50, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    hydralora.inject(model, HydraConfig(r=2, num_heads=2, mixing="learned", target_modules=["q_proj", "lm_head"]))
+    keys = sorted(hydralora.adapter_state_dict(model))
+    model.tie_weights()  # assigns lm_head.weight: it must re-tie the base, not add a parameter to the adapter
+    assert model.lm_head.weight is model.lm_head.base_layer.weight is model.model.embed_tokens.weight
+    assert sorted(hydralora.adapter_state_dict(model)) == keys
+    with pytest.raises(HydraMergeError, match=r"'lm_head'.*model\.embed_tokens\.weight"):
+        hydralora.merge_adapter(model)
 
 
 def test_model_wide_merge_and_unload_check_every_layer_before_changing_any():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
@@ -237,3 +239,16 @@ def test_balance_loss_under_non_reentrant_checkpointing():
     assert hydralora.balance_loss(checkpointed).item() == before.item()
     for index, layer in hydralora.hydra_layers(checkpointed):
         torch.testing.assert_close(layer.router.weight.grad, plain.get_submodule(index).router.weight.grad)
+
+
+def test_balance_loss_warns_when_the_router_forward_had_no_autograd():
+    """A reentrant checkpoint runs the forward under no_grad: the loss would silently not train the routers."""
+    model = router_model(0.05)
+    x = torch.randn(2, 7, 8, requires_grad=True)
+    torch.utils.checkpoint.checkpoint(model, x, use_reentrant=True)
+    with pytest.warns(UserWarning, match="carries no gradient"):
+        hydralora.balance_loss(model)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(x)
+        hydralora.balance_loss(model)  # only read for logging: nothing to warn about

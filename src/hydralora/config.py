@@ -70,7 +70,7 @@ class HydraConfig:
         if isinstance(self.exclude_modules, tuple):
             self.exclude_modules = list(self.exclude_modules)
         if self.fixed_weights is not None:
-            self.fixed_weights = [float(w) for w in self.fixed_weights]
+            self.fixed_weights = _as_float_list("fixed_weights", self.fixed_weights)
         self.validate()
 
     @property
@@ -160,6 +160,16 @@ class HydraConfig:
         if not isinstance(payload, dict) or "hydra_config" not in payload:
             raise HydraConfigError(f"{path} holds no 'hydra_config' entry: is it a HydraLoRA adapter?")
         return cls.from_dict(payload["hydra_config"])
+
+
+def _as_float_list(name: str, value: Any) -> list[float]:
+    """A list of floats from a list, tuple, array or 1-D tensor of numbers, so the JSON stays plain."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise HydraConfigError(f"HydraConfig.{name}: must be a list of numbers, got {value!r}")
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError) as exc:
+        raise HydraConfigError(f"HydraConfig.{name}: must be a list of numbers, got {value!r}") from exc
 
 
 def _is_finite_number(value: Any) -> bool:

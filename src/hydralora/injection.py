@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from hydralora.config import HydraConfig
-from hydralora.layer import HydraLinear, HydraMergeError
+from hydralora.layer import HydraLinear, HydraMergeError, overrides_linear_forward
 
 
 class HydraInjectionError(ValueError):
@@ -41,6 +43,23 @@ def _child_slots(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, nn.Mod
                 yield (f"{parent_name}.{attr}" if parent_name else attr), parent, attr, child
 
 
+def _peft_layer_owners(model: nn.Module) -> dict[int, str]:
+    """id of every module that is, or sits inside, a PEFT adapter layer -> that layer's name.
+
+    Empty when PEFT was never imported: a model cannot hold PEFT layers then, and importing PEFT
+    here only to find none would cost every inject a second.
+    """
+    tuners = sys.modules.get("peft.tuners.tuners_utils")
+    if tuners is None:
+        return {}
+    owners = {}
+    for name, module in model.named_modules():
+        if isinstance(module, tuners.BaseTunerLayer):
+            for inner in module.modules():
+                owners[id(inner)] = name
+    return owners
+
+
 def _is_target(name: str, parent: nn.Module, module: nn.Module, config: HydraConfig) -> bool:
     if name_matches(name, config.exclude_modules):
         return False
@@ -62,10 +81,17 @@ def inject(model: nn.Module, config: HydraConfig) -> nn.Module:
     if isinstance(model, nn.Linear):
         raise HydraInjectionError("cannot replace the root module itself: wrap the nn.Linear in a container")
     slots = list(_child_slots(model))
+    peft_owners = _peft_layer_owners(model)
     selected: dict[int, nn.Module] = {}
     for name, parent, _, child in slots:
         if not _is_target(name, parent, child, config):
             continue
+        if id(child) in peft_owners:
+            raise HydraInjectionError(
+                f"target pattern matched {name!r}, part of the PEFT adapter layer {peft_owners[id(child)]!r}: "
+                f"HydraLoRA does not stack on PEFT adapters; merge them into the base first (model.merge_and_unload(), "
+                f"or pipe.fuse_lora() then pipe.unload_lora_weights()), or exclude it with exclude_modules"
+            )
         if not isinstance(child, nn.Linear):
             raise HydraInjectionError(
                 f"target pattern matched {name!r}, a {type(child).__name__}: only nn.Linear can take a HydraLoRA "
@@ -75,6 +101,11 @@ def inject(model: nn.Module, config: HydraConfig) -> nn.Module:
             raise HydraInjectionError(
                 f"{name!r} belongs to an nn.MultiheadAttention, which uses out_proj.weight directly and never calls "
                 f"the module, so an adapter there would be ignored; exclude it with exclude_modules"
+            )
+        if overrides_linear_forward(child):
+            raise HydraInjectionError(
+                f"{name!r} is a {type(child).__module__}.{type(child).__qualname__}, an nn.Linear subclass with its "
+                f"own forward (quantized or custom), which a HydraLinear would bypass; exclude it with exclude_modules"
             )
         selected[id(child)] = child
     if not selected:
@@ -97,18 +128,20 @@ def inject(model: nn.Module, config: HydraConfig) -> nn.Module:
 def unload(model: nn.Module, merge: bool = False) -> nn.Module:
     """Give back plain nn.Linear modules, with the adapters folded in when `merge`; return `model`.
 
-    With `merge`, every layer is checked first: one that cannot be collapsed raises before any
-    other is merged and replaced. Without it, merged layers are unmerged as `unmerge_adapter` does.
+    With `merge`, every layer is checked first: one that cannot be collapsed, or whose base weight
+    is tied to another module, raises before any other is merged and replaced. Without it, merged
+    layers are unmerged as `unmerge_adapter` does.
     """
-    layers = [layer for _, layer in hydra_layers(model)]
+    layers = list(hydra_layers(model))
     if merge:
-        to_merge = [layer for layer in layers if not layer.merged]
-        for layer in to_merge:
+        to_merge = [(name, layer) for name, layer in layers if not layer.merged]
+        for _, layer in to_merge:
             layer.per_layer_head_weights()  # HydraMergeError for a router or a per-token override
-        for layer in to_merge:
+        _refuse_tied_base_weights(model, to_merge)
+        for _, layer in to_merge:
             layer.merge(keep_original=False)
     else:
-        _unmerge_in_reverse(layers)
+        _unmerge_in_reverse([layer for _, layer in layers])
     for _, parent, attr, child in list(_child_slots(model)):
         if isinstance(child, HydraLinear):
             setattr(parent, attr, child.base_layer)
@@ -118,13 +151,15 @@ def unload(model: nn.Module, merge: bool = False) -> nn.Module:
 def merge_adapter(model: nn.Module, keep_original: bool = True) -> None:
     """Fold every adapter into its base weight (per-layer mixing only; see HydraLinear.merge).
 
-    Every layer is checked first: a merged one, a router or a per-token override raises before any is merged.
+    Every layer is checked first: a merged one, a router, a per-token override or a base weight
+    tied to another module raises before any is merged.
     """
     layers = _require_layers(model)
     for name, layer in layers:
         if layer.merged:
             raise HydraMergeError(f"{name!r}: layer is already merged")
         layer.per_layer_head_weights()
+    _refuse_tied_base_weights(model, layers)
     for _, layer in layers:
         layer.merge(keep_original=keep_original)
 
@@ -136,6 +171,23 @@ def unmerge_adapter(model: nn.Module) -> None:
         if not layer.merged:
             raise HydraMergeError(f"{name!r}: layer is not merged")
     _unmerge_in_reverse([layer for _, layer in layers])
+
+
+def _refuse_tied_base_weights(model: nn.Module, layers: list[tuple[str, HydraLinear]]) -> None:
+    """Merging writes the base weight in place, so a weight tied to another module (an input
+    embedding under lm_head, a second adapted Linear) would change there too, and the output with it."""
+    holders: dict[int, list[str]] = {}
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            holders.setdefault(id(param), []).append(f"{module_name}.{param_name}" if module_name else param_name)
+    for name, layer in layers:
+        others = [h for h in holders.get(id(layer.base_layer.weight), []) if h != f"{name}.base_layer.weight"]
+        if others:
+            raise HydraMergeError(
+                f"{name!r}: its base weight is tied to {others}, which merging would change too; untie it first "
+                f"(layer.base_layer.weight = nn.Parameter(layer.base_layer.weight.detach().clone())), leave the "
+                f"layer out of target_modules, or keep the adapter unmerged"
+            )
 
 
 def _unmerge_in_reverse(layers: list[HydraLinear]) -> None:
@@ -175,6 +227,14 @@ def balance_loss(model: nn.Module) -> torch.Tensor:
     if not layers:
         device = next(model.parameters()).device
         return torch.zeros((), device=device)
+    if torch.is_grad_enabled() and any(
+        layer.router.weight.requires_grad and not layer.last_balance_loss.requires_grad for layer in layers
+    ):
+        warnings.warn(
+            "balance_loss: the router forward ran without autograd (under torch.no_grad or a reentrant "
+            "checkpoint), so the loss carries no gradient; checkpoint with use_reentrant=False",
+            stacklevel=2,
+        )
     weight = layers[0].config.balance_loss_weight
     return weight * torch.stack([layer.last_balance_loss for layer in layers]).mean()
 

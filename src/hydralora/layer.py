@@ -31,6 +31,11 @@ class HydraLinear(nn.Module):
         super().__init__()
         if not isinstance(base_layer, nn.Linear):
             raise TypeError(f"HydraLinear wraps nn.Linear, got {type(base_layer).__name__}")
+        if overrides_linear_forward(base_layer):
+            raise TypeError(
+                f"HydraLinear cannot wrap {type(base_layer).__qualname__}: it overrides nn.Linear.forward "
+                f"(a quantized or custom Linear), which the adapter's F.linear(x, weight, bias) would bypass"
+            )
         self.base_layer = base_layer
         base_layer.requires_grad_(False)
         self.config = config
@@ -58,6 +63,23 @@ class HydraLinear(nn.Module):
         self.last_head_usage: torch.Tensor | None = None
         self.reset_adapter_parameters()
 
+    # Code written for nn.Linear reads `module.weight` / `module.bias` (diffusers' `x.to(proj.weight.dtype)`)
+    # and transformers' `tie_weights` assigns `lm_head.weight`: both reach the base layer, so a tie
+    # re-ties the base weight instead of registering a stray parameter that save_adapter would write.
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in ("weight", "bias"):
+            setattr(self.base_layer, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def reset_adapter_parameters(self) -> None:
         """Initialise as configured: A kaiming (as LoRA), B zero or small normal, router."""
         config = self.config
@@ -77,6 +99,8 @@ class HydraLinear(nn.Module):
     def set_head_weights(self, weights: torch.Tensor | None) -> None:
         """Override omega for later forwards: (N,), (B, N) per sample, or per token; None clears."""
         if weights is not None:
+            if not isinstance(weights, torch.Tensor):
+                raise TypeError(f"head weights must be a torch.Tensor or None, got {type(weights).__name__}")
             if weights.dim() == 0 or weights.shape[-1] != self.num_heads:
                 raise ValueError(f"head weights need {self.num_heads} entries in their last dim, got shape {tuple(weights.shape)}")
             if self.merged:
@@ -160,6 +184,8 @@ class HydraLinear(nn.Module):
 
         With `keep_original` the exact original weight is kept on the CPU so `unmerge` restores it
         bit for bit; without it, unmerge subtracts the same delta again (exact up to rounding).
+        The weight is changed in place: if it is tied to another module, that module changes too
+        (`merge_adapter` refuses such weights; this method cannot see the rest of the model).
         """
         if self.merged:
             raise HydraMergeError("layer is already merged")
@@ -190,6 +216,11 @@ class HydraLinear(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"in={self.in_features}, out={self.out_features}, r={c.r}, heads={c.num_heads}, mixing={c.mixing}, scale={self.scale:g}"
+
+
+def overrides_linear_forward(module: nn.Linear) -> bool:
+    """True for an nn.Linear subclass with its own forward (bitsandbytes, QAT, custom scaling)."""
+    return type(module).forward is not nn.Linear.forward
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
