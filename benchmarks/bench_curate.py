@@ -33,10 +33,11 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from provenance import git_commit
 
 from ptta.assets import big_buck_bunny_path
 from ptta.curate.aesthetic import ImageStatisticsProxyScorer
@@ -70,15 +71,6 @@ def machine() -> str:
         model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                       if line.startswith("model name")), model)  # fmt: skip
     return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-
-
-def commit() -> str:
-    try:
-        # "-dirty" marks numbers taken with uncommitted changes.
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def decode_seconds(path: Path) -> tuple[float, float]:
@@ -130,7 +122,7 @@ def main() -> None:
                 curate_cpu = statistics.median(cpu for _, cpu, _ in runs)
                 clips = runs[0][2]["clips"]
                 rows.append({
-                    "date": stamp, "commit": commit(), "file": path.name,
+                    "date": stamp, "commit": git_commit(), "file": path.name,
                     "width": info.width, "height": info.height, "fps": info.fps, "seconds": round(info.duration, 3),
                     "config": name, "decode_s": round(decode, 4), "curate_s": round(curate, 4),
                     "curate_over_decode": round(curate / decode, 2), "decode_cpu_s": round(decode_cpu, 4),

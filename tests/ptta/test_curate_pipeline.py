@@ -287,3 +287,18 @@ def test_a_worker_that_dies_costs_only_its_own_video(tmp_path, monkeypatch):
     errors = {Path(r["source"]).name: r["error"] for r in rows}
     assert "worker process died" in errors["v1.mp4"]
     assert errors["v0.mp4"] is None and errors["v2.mp4"] is None
+
+
+def test_folder_from_an_older_clip_format_is_not_resumed(tmp_path):
+    """Clips written by code that rendered them differently (before rotation, square pixels, ...)
+    must not be mixed with new ones: the stored fingerprint lacks the current format version."""
+    from ptta.curate.pipeline import SETTINGS_FILE, check_settings
+    from ptta.curate.settings import CLIP_FORMAT_VERSION, CurateSettings
+
+    settings = CurateSettings()
+    older = {k: v for k, v in settings.results_fingerprint().items() if k != "clip_format_version"}
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(older))
+    with pytest.raises(ValueError, match=f"clip_format_version: None -> {CLIP_FORMAT_VERSION}"):
+        check_settings(tmp_path, settings)
+    check_settings(tmp_path / "fresh", settings)
+    check_settings(tmp_path / "fresh", settings)  # the same version resumes

@@ -19,6 +19,7 @@ from typing import Self
 import av
 import numpy as np
 
+from ptta.curate.clips import TIMESTAMP_TOLERANCE
 from ptta.curate.frames import cover_crop
 from ptta.video_io import write_decoded_video
 
@@ -31,8 +32,10 @@ def encode_clip(out_dir: Path, clip_id: str, frames: list[tuple[float, av.VideoF
                 fps: float, out_size: tuple[int, int] | None, crf: int, preset: str) -> str:
     """Encode the frames shown at `times` (resampled to `fps`, resized if asked); return the relative path."""
     source_times = np.array([t for t, _ in frames])
-    # For each output time, the latest source frame shown at that moment.
-    picked = np.clip(np.searchsorted(source_times, times + 1e-6, side="right") - 1, 0, len(frames) - 1)
+    # For each output time, the latest source frame shown at that moment. Without the tolerance, a
+    # Matroska frame stamped 0.042 s (really 1/24 s) would count as not yet shown at 1/24 s, and a
+    # third of the frames of a 24 fps mkv would be dropped and the one before shown twice.
+    picked = np.clip(np.searchsorted(source_times, times + TIMESTAMP_TOLERANCE, side="right") - 1, 0, len(frames) - 1)
     if out_size is None:
         chosen = [frames[k][1] for k in picked]
     else:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-DURATION_TOLERANCE = 1e-3  # seconds: timestamps are rounded to the stream's time base
+# Seconds. Timestamps are rounded to the stream's time base (1 ms in Matroska, WebM and FLV), so
+# the difference of two, a duration, can be off by up to 1 ms.
+TIMESTAMP_TOLERANCE = 2e-3
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class ClipCutter:
 
     def _max_length_end(self) -> int | None:
         """Index of the first frame past the maximum length, if it has arrived."""
-        offset = bisect.bisect_left(self._times, self._times[0] + self._max - DURATION_TOLERANCE)
+        offset = bisect.bisect_left(self._times, self._times[0] + self._max - TIMESTAMP_TOLERANCE)
         return self._open_first + offset if offset < len(self._times) else None
 
     def _close(self, first_after: int, end: float) -> list[ClipSpan]:
@@ -102,4 +104,4 @@ class ClipCutter:
         span = ClipSpan(self._shot, self._open_first, first_after - 1, start, end)
         del self._times[: first_after - self._open_first]
         self._open_first = first_after
-        return [span] if span.duration >= self._min - DURATION_TOLERANCE else []
+        return [span] if span.duration >= self._min - TIMESTAMP_TOLERANCE else []

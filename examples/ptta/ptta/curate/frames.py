@@ -42,8 +42,8 @@ def small_bgr(frame: av.VideoFrame, width: int) -> np.ndarray:
     height = max(2, round(frame.height * width / frame.width))
     y, u, v = yuv420_planes(frame)
     y, u, v = downscale(y, width, height), downscale(u, width, height), downscale(v, width, height)
-    if frame.format.name != "yuvj420p":  # yuvj420p is already full range
-        y, u, v = _LUMA_TO_FULL[y], _CHROMA_TO_FULL[u], _CHROMA_TO_FULL[v]
+    # Curation frames are limited range (source.py converts full-range sources).
+    y, u, v = _LUMA_TO_FULL[y], _CHROMA_TO_FULL[u], _CHROMA_TO_FULL[v]
     return cv2.cvtColor(np.dstack([y, v, u]), cv2.COLOR_YCrCb2BGR)
 
 

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"})
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".flv", ".wmv",
+    ".3gp", ".ogv", ".vob", ".mxf", ".h264", ".264", ".h265", ".hevc",
+})  # fmt: skip
+# Packets read while looking for the first frame's display matrix: a stream cut mid-GOP decodes
+# nothing until its next keyframe (x264 puts one at least every 250 frames by default).
+ROTATION_PROBE_PACKETS = 250
 
 
 class InputError(Exception):
@@ -23,12 +31,17 @@ class VideoInfo:
     size_bytes: int
     duration: float | None  # seconds; None when the container does not say
     fps: float  # nominal (average) frame rate
-    width: int
+    width: int  # of the frames as curated: upright, square pixels, even (see source.py)
     height: int
     codec: str
     pixel_format: str | None
     frames: int | None  # from the container header; None when unknown
     has_audio: bool
+    stream_index: int  # the video stream curated (cover pictures are never chosen)
+    source_width: int  # as stored in the stream
+    source_height: int
+    rotation: int  # degrees counter-clockwise the display matrix turns the picture: 0, 90, 180 or 270
+    sample_aspect_ratio: str | None  # "32/27" for non-square pixels; None for square ones
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,14 +57,30 @@ def find_videos(inputs: Iterable[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in VIDEO_EXTENSIONS:
-                    found[child.resolve()] = None
+            for child in _video_files_under(path):
+                found[child.resolve()] = None
         elif path.exists():
             found[path.resolve()] = None
         else:
             raise FileNotFoundError(f"input {item}: no such file or directory")
     return list(found)
+
+
+def _video_files_under(folder: Path) -> list[Path]:
+    """Files with a video extension under `folder`, sorted, following symlinked folders.
+
+    Datasets are often assembled from symlinked folders, which Path.rglob does not enter; each
+    real folder is walked once, so a link pointing back up ends rather than loops.
+    """
+    files, walked = [], set()
+    for root, folders, names in os.walk(folder, followlinks=True):
+        real = Path(root).resolve()
+        if real in walked:
+            folders.clear()
+            continue
+        walked.add(real)
+        files += [Path(root) / name for name in names if Path(name).suffix.lower() in VIDEO_EXTENSIONS]
+    return sorted(file for file in files if file.is_file())
 
 
 def read_file_list(list_path: str | Path) -> list[str]:
@@ -94,16 +123,26 @@ def probe_video(path: str | Path, max_pixels: int) -> VideoInfo:
     except av.error.FFmpegError as error:
         raise InputError(f"not a readable media file: {error}") from None
     with container:
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        stream = pick_video_stream(container)
+        if stream is None:
+            kinds = sorted({"cover picture" if _is_cover(s) else s.type for s in container.streams}) or ["no streams"]
             raise InputError(f"no video stream (contains: {', '.join(kinds)})")
-        stream = container.streams.video[0]
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if not width or not height:
+        source_width, source_height = stream.codec_context.width, stream.codec_context.height
+        if not source_width or not source_height:
             raise InputError("video stream has no frame size (corrupt header)")
-        if width * height > max_pixels:
-            raise InputError(f"frames of {width}x{height} exceed --max-pixels {max_pixels}")
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if min(source_width, source_height) < 2:
+            raise InputError(f"frames of {source_width}x{source_height} are too small")
+        sample_aspect_ratio = _non_square_pixels(stream)
+        rotation = _display_rotation(container, stream)
+        width, height = curated_size(source_width, source_height, sample_aspect_ratio, rotation)
+        if max(width * height, source_width * source_height) > max_pixels:
+            raise InputError(f"frames of {source_width}x{source_height} exceed --max-pixels {max_pixels}")
+        # A raw stream (.h264) has no container timing: its average rate is FFmpeg's default
+        # guess of 25, while the codec states the rate it was encoded at.
+        if container.duration is None and stream.codec_context.framerate:
+            rate = stream.codec_context.framerate
+        else:
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if not rate or float(rate) <= 0:
             raise InputError("video stream has no frame rate")
         if stream.duration is not None and stream.time_base is not None:
@@ -123,4 +162,59 @@ def probe_video(path: str | Path, max_pixels: int) -> VideoInfo:
             pixel_format=stream.codec_context.pix_fmt,
             frames=stream.frames or None,
             has_audio=bool(container.streams.audio),
+            stream_index=stream.index,
+            source_width=source_width,
+            source_height=source_height,
+            rotation=rotation,
+            sample_aspect_ratio=None if sample_aspect_ratio is None else str(sample_aspect_ratio),
         )
+
+
+def pick_video_stream(container: av.container.InputContainer) -> av.VideoStream | None:
+    """The stream FFmpeg would play (default disposition, then the most frames), never a cover picture."""
+    best = container.streams.best("video")
+    if best is not None and not _is_cover(best):
+        return best
+    return next((s for s in container.streams.video if not _is_cover(s)), None)
+
+
+def curated_size(source_width: int, source_height: int, sample_aspect_ratio: Fraction | None,
+                 rotation: int) -> tuple[int, int]:
+    """(width, height) of the frames curated: square pixels at the display width, even, upright."""
+    if sample_aspect_ratio is None:
+        width = source_width // 2 * 2
+    else:
+        width = max(2, 2 * round(source_width * sample_aspect_ratio / 2))
+    height = source_height // 2 * 2
+    return (height, width) if rotation % 180 else (width, height)
+
+
+def _is_cover(stream: av.stream.Stream) -> bool:
+    """An attached picture: the cover art of an mp4/mkv/mp3, one still image."""
+    return stream.type == "video" and bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def _non_square_pixels(stream: av.VideoStream) -> Fraction | None:
+    """The sample aspect ratio (container's, else the codec's) when it changes the display width."""
+    ratio = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if not ratio or ratio <= 0:
+        return None
+    width = stream.codec_context.width
+    return ratio if 2 * round(width * ratio / 2) != width // 2 * 2 else None
+
+
+def _display_rotation(container: av.container.InputContainer, stream: av.VideoStream) -> int:
+    """The display matrix's rotation, rounded to 0, 90, 180 or 270 degrees counter-clockwise.
+
+    PyAV shows the matrix only on decoded frames, so the first frame is decoded. A stream that
+    decodes nothing early on is taken as upright (decoding proper reports what is wrong with it).
+    """
+    try:
+        for count, packet in enumerate(container.demux(stream)):
+            for frame in packet.decode():
+                return round(frame.rotation / 90) % 4 * 90
+            if count >= ROTATION_PROBE_PACKETS:
+                break
+    except av.error.FFmpegError:
+        pass
+    return 0

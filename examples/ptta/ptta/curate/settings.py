@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+# Bumped when the code changes what a video's clips look like, so that a resumed run never mixes
+# old and new clips. 2: rotation applied, square pixels, explicit colour range, mkv/webm
+# millisecond timestamps no longer drop frames.
+CLIP_FORMAT_VERSION = 2
+
 
 @dataclass(frozen=True)
 class CurateSettings:
@@ -63,7 +68,8 @@ class CurateSettings:
 
         A resumed run must use the same ones, or finished videos would disagree with new ones.
         """
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "device"}
+        chosen = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "device"}
+        return {**chosen, "clip_format_version": CLIP_FORMAT_VERSION}
 
     def to_dict(self) -> dict:
         return {k: _jsonable(v) for k, v in asdict(self).items()}

@@ -18,13 +18,13 @@ from PIL import Image
 
 from ptta.curate.aesthetic import AestheticScorer
 from ptta.curate.clip_writer import BackgroundClipWriter, ClipWriteError
-from ptta.curate.clips import ClipCutter, ClipSpan
+from ptta.curate.clips import TIMESTAMP_TOLERANCE, ClipCutter, ClipSpan
 from ptta.curate.flow import FlowTracker
 from ptta.curate.probe import InputError, probe_video, video_id
 from ptta.curate.records import clip_record, video_record, write_video_record
 from ptta.curate.settings import CurateSettings
 from ptta.curate.shots import make_shot_detector
-from ptta.video_io import iter_decoded_frames
+from ptta.curate.source import iter_curation_frames
 
 THUMBNAIL_WIDTH = 160
 # A video that decodes to less than this share of its stated duration is reported as truncated.
@@ -49,7 +49,7 @@ def select(flow: float | None, aesthetic: float, settings: CurateSettings) -> tu
 
 def resample_times(start: float, end: float, fps: float) -> np.ndarray:
     """Output frame times start, start + 1/fps, ... before `end`."""
-    count = max(1, int(np.floor((end - start) * fps + 1e-6)))
+    count = max(1, int(np.floor((end - start + TIMESTAMP_TOLERANCE) * fps)))
     return start + np.arange(count) / fps
 
 
@@ -105,11 +105,7 @@ class VideoCurator:
         buffer: deque[tuple[int, float, av.VideoFrame]] = deque()
         index, first_time, previous_time = 0, None, None
         shortest, longest = np.inf, 0.0  # frame intervals, to notice variable frame rate
-        for time, frame in iter_decoded_frames(path):
-            if previous_time is not None and time <= previous_time:
-                continue  # a repeated or out-of-order timestamp carries no new picture time
-            if (frame.width, frame.height) != (info.width, info.height):
-                raise InputError(f"frame size changes mid-stream ({info.width}x{info.height} -> {frame.width}x{frame.height})")
+        for time, frame in iter_curation_frames(path, info, warnings):
             if previous_time is not None:
                 shortest, longest = min(shortest, time - previous_time), max(longest, time - previous_time)
             previous_time = time
@@ -149,8 +145,7 @@ class VideoCurator:
 
         out_fps = settings.out_fps or info.fps
         times = resample_times(span.start, span.end, out_fps)
-        width, height = settings.out_size or (info.width, info.height)
-        size = (width // 2 * 2, height // 2 * 2)  # yuv420p needs even sizes
+        size = settings.out_size or (info.width, info.height)
         clip_path = f"clips/{clip_id}.mp4" if selected else None  # what encode_clip writes
         record = clip_record(clip_id, vid, path, span, len(times), out_fps, size, flow_score, aesthetic, score,
                              selected, reason, clip_path, thumbnail)
