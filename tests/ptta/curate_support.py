@@ -15,16 +15,6 @@ import av
 
 MODEL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]  # fmt: skip
-# The Qwen2-VL chat format, reduced to what the captioner sends (images, then text).
-QWEN_CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 TAG_WORDS = ["anime", "girl", "boy", "running", "walking", "field", "city", "sky", "solo", "full", "body",
              "style", "close-up", "gentle", "action", "fast", "camera", "pan", "user", "assistant"]  # fmt: skip
 
@@ -56,13 +46,15 @@ def save_tiny_qwen(folder: Path) -> Path:
     from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
                               Qwen2VLImageProcessorPil)
 
+    from ptta.curate.caption import QWEN_VL_CHAT_TEMPLATE
+
     vocab = {token: i for i, token in enumerate(MODEL_TOKENS + TAG_WORDS + [","])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.add_special_tokens(MODEL_TOKENS)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                         unk_token="<|endoftext|>")
-    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    tokenizer.chat_template = QWEN_VL_CHAT_TEMPLATE  # the released checkpoints' template
     tokenizer.save_pretrained(folder)
     Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2).save_pretrained(folder)
     config = Qwen2_5_VLConfig(

@@ -129,6 +129,13 @@ def test_folder_of_videos_gives_table_plot_and_page_and_survives_a_corrupt_video
     assert scored == ["broken.mp4"] * 3 and loads == ["videoscore", "videoscore2"]
     assert read_rows(out)[-1]["errors"] == ""
 
+    # A code change that alters a scorer's numbers bumps its revision: its stored scores go stale.
+    scored.clear()
+    loads.clear()
+    monkeypatch.setattr(VideoScoreScorer, "revision", VideoScoreScorer.revision + 1)
+    assert command.run(args) == 0
+    assert loads == ["videoscore"] and len(scored) == 9
+
 
 def test_a_scorer_that_fails_to_load_is_recorded_and_the_others_still_run(tmp_path, scorer_dirs, monkeypatch):
     manifest = write_folder(tmp_path / "videos", {"base": 0})

@@ -63,11 +63,12 @@ def test_videoscore_query_is_the_reference_prompt_plus_one_image_token_per_frame
         "all the frames of video are as follows:\n" + "<image> <image> <image> "
 
 
-def test_videoscore_frames_are_uniform_for_long_clips_and_all_for_short_ones():
-    assert videoscore_frame_indices(100, 16).tolist() == [0, 6, 13, 19, 26, 33, 39, 46, 52, 59, 66, 72, 79, 85, 92, 99]
+def test_videoscore_frames_are_every_nth_for_long_clips_and_all_for_short_ones():
+    # examples/run_videoscore.py: np.arange(0, n, n / k).astype(int), so frame n - 1 is never taken.
+    assert videoscore_frame_indices(100, 16).tolist() == [0, 6, 12, 18, 25, 31, 37, 43, 50, 56, 62, 68, 75, 81, 87, 93]
     assert videoscore_frame_indices(10, 16).tolist() == list(range(10))
-    long = videoscore_frame_indices(97, 48)
-    assert len(long) == 48 and long[0] == 0 and long[-1] == 96 and np.all(np.diff(long) > 0)
+    hunyuan = videoscore_frame_indices(129, 48)  # 129 frames: step 129 / 48 = 2.6875
+    assert len(hunyuan) == 48 and hunyuan[:4].tolist() == [0, 2, 5, 8] and hunyuan[-1] == 126
 
 
 def test_videoscore_loads_the_checkpoint_layout_and_scores_in_documented_order(checkpoints, video):
@@ -84,9 +85,12 @@ def test_videoscore_loads_the_checkpoint_layout_and_scores_in_documented_order(c
     assert result.details["frame_indices"] == videoscore_frame_indices(20, 16).tolist()
 
     # The same numbers from the raw checkpoint tensors: "model.*" is the backbone, "score.*" the head
-    # applied to the last token's hidden state.
+    # applied to the last token's hidden state; the perceiver normalises with the text epsilon, as
+    # mantis' Idefics2 does.
     tensors = load_file(str(checkpoints["videoscore"] / "model.safetensors"))
-    backbone = Idefics2Model(Idefics2Config.from_pretrained(checkpoints["videoscore"])).eval()
+    config = Idefics2Config.from_pretrained(checkpoints["videoscore"])
+    config.perceiver_config.rms_norm_eps = config.text_config.rms_norm_eps
+    backbone = Idefics2Model(config).eval()
     backbone.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     from PIL import Image
     images = [Image.fromarray(video.frames[i]) for i in result.details["frame_indices"]]
@@ -197,7 +201,18 @@ def test_videoscore2_scores_in_documented_order_and_forces_unparsable_aspects(ch
     scorer = VideoScore2Scorer(checkpoints["videoscore2"], device="cpu", max_new_tokens=4, min_pixels=56 * 56,
                                max_pixels=56 * 56)
     scorer.load()
+    modality_ids = []
+    original = scorer.model.model.get_rope_index
+
+    def recording_rope_index(*args, **kwargs):
+        modality_ids.append(kwargs.get("mm_token_type_ids"))
+        return original(*args, **kwargs)
+
+    scorer.model.model.get_rope_index = recording_rope_index
     result = scorer.checked_score(video, PROMPT)
+    # The generation and every forced aspect gave the video tokens 3-D positions, which
+    # transformers builds only from the modality ids (2 = video).
+    assert len(modality_ids) >= 4 and all(ids is not None and bool((ids == 2).any()) for ids in modality_ids)
     assert list(result.values) == ["vs2_visual_quality", "vs2_text_alignment", "vs2_physical_consistency"]
     # Random weights never write the answer format, so every aspect is the expected digit in [1, 5].
     assert result.details["forced"] == sorted(result.values)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Protocol
 
@@ -97,7 +98,14 @@ def load_aesthetic_head(path: str | Path, expected_dim: int):
 
         state = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            # Loading a pickled module would run code from the file; the reference heads are state dicts.
+            raise ValueError(
+                f"--aesthetic-head {path}: holds pickled objects (a whole module?), not a state dict; "
+                "re-save it with torch.save(model.state_dict(), path)"
+            ) from None
     expected = {f"layers.{i}.{p}" for i in HEAD_LINEAR_INDICES for p in ("weight", "bias")}
     if not isinstance(state, dict) or set(state) != expected:
         found = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
@@ -115,20 +123,53 @@ def load_aesthetic_head(path: str | Path, expected_dim: int):
     return head.eval()
 
 
+def load_clip_vision(clip_dir: Path):
+    """CLIP's vision tower and projection from a CLIP folder (full CLIPModel or vision-only).
+
+    In a full folder the projection size is the top-level projection_dim: openai's and LAION's
+    folders leave it out of vision_config, whose default (512) would not fit ViT-L/14's 768.
+    """
+    from transformers import AutoConfig, CLIPVisionModelWithProjection
+
+    config = AutoConfig.from_pretrained(clip_dir)
+    if config.model_type == "clip":
+        vision_config = config.vision_config
+        vision_config.projection_dim = config.projection_dim
+    elif config.model_type == "clip_vision_model":
+        vision_config = config
+    else:
+        raise ValueError(f"--aesthetic-clip {clip_dir}: model_type {config.model_type!r}, expected a CLIP folder "
+                         "('clip' or 'clip_vision_model')")
+    return CLIPVisionModelWithProjection.from_pretrained(clip_dir, config=vision_config)
+
+
+def clip_preprocessor(clip_dir: Path, image_size: int):
+    """The folder's CLIP image processor with the PIL backend, or the reference transform without one.
+
+    The reference (`clip.load`'s preprocess) resizes the short side bicubically with PIL, centre-crops
+    and normalises with CLIP's mean/std; the PIL backend gives the same pixels, torchvision's differs.
+    """
+    from transformers import AutoImageProcessor, CLIPImageProcessorPil
+
+    if (clip_dir / "preprocessor_config.json").is_file():
+        return AutoImageProcessor.from_pretrained(clip_dir, backend="pil")
+    return CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                 crop_size={"height": image_size, "width": image_size})
+
+
 class LaionAestheticScorer:
     name = "laion"
 
     def __init__(self, clip_dir: str | Path, head_path: str | Path, device: str = "cpu"):
         import torch
-        from transformers import AutoImageProcessor, CLIPVisionModelWithProjection
 
         clip_dir = Path(clip_dir)
         if not (clip_dir / "config.json").is_file():
             raise FileNotFoundError(f"--aesthetic-clip {clip_dir}: not a model directory (no config.json)")
         self._torch = torch
         self._device = torch.device(device)
-        self._processor = AutoImageProcessor.from_pretrained(clip_dir)
-        self._clip = CLIPVisionModelWithProjection.from_pretrained(clip_dir).to(self._device).eval()
+        self._clip = load_clip_vision(clip_dir).to(self._device).eval()
+        self._processor = clip_preprocessor(clip_dir, self._clip.config.image_size)
         self._head = load_aesthetic_head(head_path, self._clip.config.projection_dim).to(self._device)
 
     def score(self, frames: list[np.ndarray]) -> list[float]:

@@ -65,9 +65,10 @@ def save_tiny_videoscore(directory: str | Path, seed: int = 0) -> Path:
                            image_size=56, patch_size=14),
         perceiver_config=dict(hidden_size=16, resampler_n_latents=4, resampler_depth=1, resampler_n_heads=2,
                               resampler_head_dim=8, num_key_value_heads=1),
+        # Mistral-7B's RMSNorm epsilon, unlike the perceiver's 1e-6, as in the real checkpoints.
         text_config=dict(model_type="mistral", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=1, vocab_size=len(tokenizer),
-                         max_position_embeddings=4096, pad_token_id=0),
+                         max_position_embeddings=4096, pad_token_id=0, rms_norm_eps=1e-5),
         image_token_id=processor.image_token_id, pad_token_id=0,
     )
     config.architectures = ["Idefics2ForSequenceClassification"]

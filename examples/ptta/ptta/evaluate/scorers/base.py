@@ -48,10 +48,17 @@ class Scorer(ABC):
 
     name: str = ""
     metrics: tuple[str, ...] = ()
+    # Bumped when a code change alters a scorer's numbers, so scores stored before are not reused.
+    revision: int = 1
+
+    @property
+    def versioned_name(self) -> str:
+        """The name, with the revision from 2 on (revision-1 signatures stay as they were stored)."""
+        return self.name if self.revision == 1 else f"{self.name}.r{self.revision}"
 
     @property
     def signature(self) -> str:
-        return self.name
+        return self.versioned_name
 
     def load(self) -> None:
         """Load weights; called once, before the first `score`."""

@@ -1,8 +1,11 @@
 """Optional CLIPScore text-video alignment from a local CLIP directory (any `CLIPModel` checkpoint).
 
-Per frame, 100 * max(cos(image embedding, text embedding), 0) (the torchmetrics / EvalCrafter
-convention of Hessel et al.'s CLIPScore), averaged over frames picked uniformly over the clip. It
-measures whether the frames show what the prompt names; it knows nothing of motion or time.
+Per frame, 100 * max(cos(image embedding, text embedding), 0), averaged over frames picked uniformly
+over the clip. Hessel et al. (2021) define CLIP-S = w * max(cos, 0) with w = 2.5, so CLIP-S is
+0.025 x this value; the scale 100 is the one torchmetrics' `CLIPScore` and video benchmarks such as
+EvalCrafter report (torchmetrics clamps the mean instead of each frame, which differs only when a
+frame's cosine is negative). It measures whether the frames show what the prompt names; it knows
+nothing of motion or time.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from ptta.torch_runtime import resolve_device, resolve_dtype
 
 class ClipScoreScorer(Scorer):
     name = "clip"
+    revision = 2  # 2: the PIL image processor (transformers 5 picks torchvision where installed)
     metrics = ("clip_score",)
 
     def __init__(self, model_dir: str | Path, num_frames: int = 8, device: str = "auto", dtype: str = "auto"):
@@ -31,7 +35,7 @@ class ClipScoreScorer(Scorer):
 
     @property
     def signature(self) -> str:
-        return f"{self.name}:{self.num_frames}f:{self.model_dir.resolve()}"
+        return f"{self.versioned_name}:{self.num_frames}f:{self.model_dir.resolve()}"
 
     def load(self) -> None:
         from transformers import AutoProcessor, CLIPModel
@@ -39,7 +43,8 @@ class ClipScoreScorer(Scorer):
         device = resolve_device(self.device_name)
         self.model = CLIPModel.from_pretrained(self.model_dir, dtype=resolve_dtype(self.dtype_name, device))
         self.model = self.model.to(device).eval()
-        self.processor = AutoProcessor.from_pretrained(self.model_dir)
+        # PIL resizing, as OpenAI CLIP's own preprocessing does (not torchvision's, where installed).
+        self.processor = AutoProcessor.from_pretrained(self.model_dir, backend="pil")
 
     def close(self) -> None:
         self.model = self.processor = None

@@ -3,21 +3,26 @@
 transformers' Qwen2-VL video processor needs torchvision, which the CPU test environment lacks,
 so this module does the same three steps with numpy and PIL:
 
-1. frames at `fps` (2 by default) like `qwen_vl_utils.smart_nframes`: round(duration * fps) frames,
-   at least 4, an even count, picked with `linspace(0, n - 1, k).round()`;
+1. frames at `fps` (2 by default) like `qwen_vl_utils.smart_nframes`: duration * fps rounded down
+   to an even count, at least 4, picked with `linspace(0, n - 1, k).round()`;
 2. one size for all frames like `qwen_vl_utils.fetch_video`: sides multiples of 28, the pixel count
    within [min_pixels, max_pixels] where max_pixels also shares a total budget across frames;
 3. the Qwen2-VL patch layout: normalise, group `temporal_patch_size` frames, cut 14 x 14 patches in
    2 x 2 merge blocks -> `pixel_values_videos` (patches, C * 2 * 14 * 14) and `video_grid_thw`.
 
 Step 3 is checked against transformers' Qwen2-VL image processor in the tests (a still image is
-a two-frame video of the same picture).
+a two-frame video of the same picture). Also here, for the captioner and VideoScore2 alike: the
+chat template a checkpoint folder saves, and the modality ids that make transformers give the
+video tokens their 3-D (time, height, width) positions.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -31,6 +36,36 @@ VIDEO_MAX_PIXELS = 768 * 28 * 28
 VIDEO_TOTAL_PIXELS = int(128000 * 28 * 28 * 0.9)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+VIDEO_TOKEN_TYPE = 2  # transformers' modality ids: 0 text, 1 image, 2 video
+
+
+def saved_chat_template(model_dir: Path) -> str | None:
+    """The folder's processor chat template, in the order AutoProcessor reads it, or None.
+
+    chat_template.jinja (read by the tokenizer too), then the older chat_template.json: both come
+    before tokenizer_config.json's template, which in some checkpoints is a text-only one.
+    """
+    jinja, legacy = model_dir / "chat_template.jinja", model_dir / "chat_template.json"
+    if jinja.is_file():
+        return jinja.read_text()
+    if legacy.is_file():
+        try:
+            return json.loads(legacy.read_text())["chat_template"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{legacy}: not a chat template file ({error})") from None
+    return None
+
+
+def video_modality_ids(model, input_ids):
+    """{"mm_token_type_ids": ...} for a Qwen2.5-VL forward or generate, where transformers takes them.
+
+    From transformers 5.3 on, `get_rope_index` builds the 3-D positions only from these ids; without
+    them every video token silently gets a plain text position. Earlier versions found the video
+    tokens themselves and take no such argument ({} then).
+    """
+    if "mm_token_type_ids" not in inspect.signature(type(model.model).get_rope_index).parameters:
+        return {}
+    return {"mm_token_type_ids": (input_ids == model.config.video_token_id).int() * VIDEO_TOKEN_TYPE}
 
 
 @dataclass(frozen=True)
@@ -52,16 +87,12 @@ class QwenVisionLayout:
 class QwenVideoInput:
     pixel_values: np.ndarray  # (grid_t * grid_h * grid_w, C * temporal * patch * patch) float32
     grid_thw: tuple[int, int, int]
-    sampled_fps: float  # frame rate of the sampled frames
     frame_indices: list[int]
 
     def num_tokens(self, layout: QwenVisionLayout) -> int:
         """Video placeholder tokens the language model sees (patches after merge x merge pooling)."""
         t, h, w = self.grid_thw
         return t * h * w // layout.merge_size**2
-
-    def seconds_per_grid(self, layout: QwenVisionLayout) -> float:
-        return layout.temporal_patch_size / self.sampled_fps
 
 
 def sample_frame_indices(total: int, video_fps: float, fps: float = 2.0) -> list[int]:
@@ -121,5 +152,4 @@ def qwen_video_input(frames: np.ndarray, video_fps: float, layout: QwenVisionLay
         for i in indices
     ])
     pixel_values, grid = patchify((resized / 255.0 - mean) / std, layout)
-    sampled_fps = len(indices) / len(frames) * video_fps
-    return QwenVideoInput(pixel_values.astype(np.float32), grid, sampled_fps, indices)
+    return QwenVideoInput(pixel_values.astype(np.float32), grid, indices)

@@ -11,14 +11,18 @@ The published checkpoints (TIGER-Lab/VideoScore, TIGER-Lab/VideoScore-v1.1) were
 and regresses on the hidden state of the last non-padding token. Here the backbone is
 transformers' own `Idefics2Model` (it takes the "model." weights, dropping the prefix as for any
 base model), and the head is read from the same safetensors files by name. `mantis` pins an old
-transformers; this needs none of it.
+transformers; this needs none of it. One difference between the two Idefics2 implementations is
+undone at load time: mantis normalises the perceiver with the *text* model's RMSNorm epsilon
+(1e-5 for the Mistral backbone), current transformers with `perceiver_config.rms_norm_eps`, which
+defaults to 1e-6 in a config saved before that key existed.
 
 Query and frames follow the reference inference (TIGER-AI-Lab/VideoScore `examples/run_videoscore.py`,
-`benchmark/eval_videoscore.py`): the regression prompt below with the text prompt filled in, then
-one "<image> " per frame; frames picked uniformly, `np.linspace(0, n - 1, k).astype(int)` when the
-clip has more than k frames (k = 16 for v1, 48 for v1.1), else every frame. Outputs, in order:
-visual quality, temporal consistency, dynamic degree, text-to-video alignment, factual
-consistency, nominally 1-4 but not clamped.
+the same code as the model cards): the regression prompt below with the text prompt filled in, then
+one "<image> " per frame; frames picked uniformly, `np.arange(0, n, n / k).astype(int)` when the
+clip has more than k frames (k = 16 for v1, 48 for v1.1), else every frame. The images go through
+the checkpoint's own Idefics2 processor, PIL backend as in the transformers the reference ran on.
+Outputs, in order: visual quality, temporal consistency, dynamic degree, text-to-video alignment,
+factual consistency, nominally 1-4 but not clamped.
 """
 
 from __future__ import annotations
@@ -67,13 +71,27 @@ def videoscore_frame_indices(total: int, max_frames: int) -> np.ndarray:
     if total < 1:
         raise ValueError("the video has no frames")
     if total > max_frames:
-        return np.linspace(0, total - 1, num=max_frames).astype(int)
+        # The reference expression, float step included: frame 0, then every n/k-th frame, so the last
+        # frame is not among them (`benchmark/eval_videoscore.py` uses linspace(0, n - 1, k) instead).
+        return np.arange(0, total, total / max_frames).astype(int)
     return np.arange(total)
 
 
 def videoscore_query(prompt: str, num_frames: int) -> str:
     """The text VideoScore reads: the regression prompt, then one image placeholder per frame."""
     return VIDEOSCORE_PROMPT.format(text_prompt=prompt) + "<image> " * num_frames
+
+
+def mantis_idefics2_config(model_dir: Path):
+    """The checkpoint's Idefics2 config with the perceiver sized and normalised as in mantis, which
+    trained and published VideoScore: its perceiver takes `hidden_size` and `rms_norm_eps` from the
+    text config, whatever `perceiver_config` says."""
+    from transformers import Idefics2Config
+
+    config = Idefics2Config.from_pretrained(model_dir)
+    config.perceiver_config.hidden_size = config.text_config.hidden_size
+    config.perceiver_config.rms_norm_eps = config.text_config.rms_norm_eps
+    return config
 
 
 def _head_tensors(model_dir: Path) -> dict:
@@ -102,6 +120,7 @@ class VideoScoreScorer(Scorer):
     """VideoScore v1 (16 frames) or v1.1 (48 frames): an Idefics2 backbone and a linear head."""
 
     name = "videoscore"
+    revision = 2  # 2: the reference's frame choice and perceiver epsilon, the PIL image processor
     metrics = ("vs_visual_quality", "vs_temporal_consistency", "vs_dynamic_degree", "vs_text_alignment",
                "vs_factual_consistency")
 
@@ -118,7 +137,7 @@ class VideoScoreScorer(Scorer):
 
     @property
     def signature(self) -> str:
-        return f"{self.name}:{self.variant}:{self.max_frames}f:{self.model_dir.resolve()}"
+        return f"{self.versioned_name}:{self.variant}:{self.max_frames}f:{self.model_dir.resolve()}"
 
     def load(self) -> None:
         import torch
@@ -126,13 +145,16 @@ class VideoScoreScorer(Scorer):
 
         device = resolve_device(self.device_name)
         dtype = resolve_dtype(self.dtype_name, device)
-        config = json.loads((self.model_dir / "config.json").read_text())
-        if config.get("model_type") != "idefics2":
-            raise ScorerError(f"{self.model_dir}/config.json: model_type {config.get('model_type')!r}, "
-                              "VideoScore v1/v1.1 is 'idefics2'")
-        self.processor = AutoProcessor.from_pretrained(self.model_dir)
+        model_type = json.loads((self.model_dir / "config.json").read_text()).get("model_type")
+        if model_type != "idefics2":
+            raise ScorerError(f"{self.model_dir}/config.json: model_type {model_type!r}, VideoScore v1/v1.1 is "
+                              "'idefics2' (VideoScore-Qwen2-VL is not supported)")
+        # The reference ran transformers 4.40, whose Idefics2 image processor resized with PIL.
+        self.processor = AutoProcessor.from_pretrained(self.model_dir, backend="pil")
         with quiet_transformers():
-            backbone, info = Idefics2Model.from_pretrained(self.model_dir, dtype=dtype, output_loading_info=True)
+            config = mantis_idefics2_config(self.model_dir)
+            backbone, info = Idefics2Model.from_pretrained(self.model_dir, config=config, dtype=dtype,
+                                                           output_loading_info=True)
         if info["missing_keys"]:
             missing = sorted(info["missing_keys"])
             raise ScorerError(f"{self.model_dir}: backbone weights missing from the checkpoint: "

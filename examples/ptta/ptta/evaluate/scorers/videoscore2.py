@@ -29,6 +29,8 @@ from ptta.evaluate.scorers.qwen_video import (
     VIDEO_MIN_PIXELS,
     QwenVisionLayout,
     qwen_video_input,
+    saved_chat_template,
+    video_modality_ids,
 )
 from ptta.torch_runtime import resolve_device, resolve_dtype
 
@@ -83,20 +85,20 @@ def parse_vs2_answer(text: str) -> dict[str, float | None]:
 
 
 def _chat_template(model_dir: Path, tokenizer) -> str:
-    """The chat template saved with the model (tokenizer config, chat_template.jinja or .json)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.chat_template
-    if (model_dir / "chat_template.jinja").is_file():
-        return (model_dir / "chat_template.jinja").read_text()
-    if (model_dir / "chat_template.json").is_file():
-        return json.loads((model_dir / "chat_template.json").read_text())["chat_template"]
-    raise ScorerError(f"{model_dir}: no chat template (tokenizer_config.json, chat_template.jinja or .json)")
+    """The chat template saved with the model. The reference formats the query with the processor's
+    template (chat_template.jinja, else chat_template.json), so that comes before the tokenizer's."""
+    template = saved_chat_template(model_dir) or getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise ScorerError(f"{model_dir}: no chat template (chat_template.jinja, chat_template.json or "
+                          "tokenizer_config.json)")
+    return template
 
 
 class VideoScore2Scorer(Scorer):
     """VideoScore2: visual quality, text-to-video alignment, physical/common-sense consistency (1-5)."""
 
     name = "videoscore2"
+    revision = 2  # 2: timed at fps = 2 as the reference, its chat template first, 3-D video positions
     metrics = tuple(ASPECTS)
 
     def __init__(self, model_dir: str | Path, device: str = "auto", dtype: str = "auto", fps: float = 2.0,
@@ -114,7 +116,7 @@ class VideoScore2Scorer(Scorer):
 
     @property
     def signature(self) -> str:
-        return (f"{self.name}:{self.fps:g}fps:{self.max_new_tokens}tok:{self.min_pixels}-{self.max_pixels}px:"
+        return (f"{self.versioned_name}:{self.fps:g}fps:{self.max_new_tokens}tok:{self.min_pixels}-{self.max_pixels}px:"
                 f"{self.model_dir.resolve()}")
 
     def load(self) -> None:
@@ -128,7 +130,14 @@ class VideoScore2Scorer(Scorer):
                               "VideoScore2 is 'qwen2_5_vl'")
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.template = _chat_template(self.model_dir, self.tokenizer)
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(self.model_dir, dtype=dtype).to(device).eval()
+        model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(self.model_dir, dtype=dtype,
+                                                                         output_loading_info=True)
+        # transformers fills missing weights with random ones and only warns; scores would be noise.
+        if info["missing_keys"]:
+            missing = sorted(info["missing_keys"])
+            raise ScorerError(f"{self.model_dir}: weights missing from the checkpoint: "
+                              f"{missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        self.model = model.to(device).eval()
         vision = self.model.config.vision_config
         preprocessor = self.model_dir / "preprocessor_config.json"
         norm = json.loads(preprocessor.read_text()) if preprocessor.is_file() else {}
@@ -162,16 +171,21 @@ class VideoScore2Scorer(Scorer):
         vision = {
             "pixel_values_videos": torch.from_numpy(clip.pixel_values).to(device, self.model.dtype),
             "video_grid_thw": torch.tensor([clip.grid_thw], device=device),
-            "second_per_grid_ts": torch.tensor([clip.seconds_per_grid(self.layout)], device=device),
+            # The reference passes fps=2 to a transformers 4.53 processor, which times each temporal
+            # patch as temporal_patch_size / fps: the requested rate, not the sampled frames' rate
+            # (they differ when duration * fps is not an even count).
+            "second_per_grid_ts": torch.tensor([self.layout.temporal_patch_size / self.fps], device=device),
         }
-        return {"input_ids": input_ids.to(device), **vision}, clip.frame_indices
+        input_ids = input_ids.to(device)
+        return {"input_ids": input_ids, **vision, **video_modality_ids(self.model, input_ids)}, clip.frame_indices
 
     def _forced_scores(self, inputs: dict, generated, parsed: dict[str, float | None]) -> dict[str, float]:
         """Score the unparsed aspects from the digit distribution after the canonical answer prefix."""
         import torch
 
         sequence = torch.cat([inputs["input_ids"], generated], dim=1)
-        vision = {k: v for k, v in inputs.items() if k != "input_ids"}
+        # the modality ids follow the sequence, which grows here: made again for each longer one
+        vision = {k: v for k, v in inputs.items() if k not in ("input_ids", "mm_token_type_ids")}
         digits = torch.arange(SCORE_RANGE[0], SCORE_RANGE[1] + 1, dtype=torch.float32)
         forced, suffix = {}, "\n"
         for metric, (label, separator, _) in ASPECTS.items():
@@ -181,7 +195,8 @@ class VideoScore2Scorer(Scorer):
                 suffix_ids = self.tokenizer(suffix, add_special_tokens=False, return_tensors="pt").input_ids
                 ids = torch.cat([sequence, suffix_ids.to(sequence.device)], dim=1)
                 with torch.no_grad():
-                    logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), **vision).logits
+                    logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), **vision,
+                                        **video_modality_ids(self.model, ids)).logits
                 probs = logits[0, -1, self.digit_ids].float().softmax(-1).cpu()
                 value = forced[metric] = float((probs * digits).sum())
             suffix += f"{round(value)}{separator}\n"
