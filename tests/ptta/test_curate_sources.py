@@ -8,10 +8,12 @@ Each input is generated here (64x48 to 72x48, at most 1.5 s) and curated by Vide
 from __future__ import annotations
 
 import os
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import imageio_ffmpeg
 import numpy as np
 import pytest
 
@@ -79,6 +81,26 @@ def test_phone_rotation_is_applied(tmp_path):
     for stored, written in zip(decoded(source), clip, strict=True):
         # Counter-clockwise, as the display matrix says and players show it.
         np.testing.assert_array_equal(yuv420_planes(written)[0], np.rot90(yuv420_planes(stored)[0]))
+
+
+@pytest.mark.parametrize("flags", [["-display_hflip"], ["-display_vflip"], ["-display_rotation", "90", "-display_hflip"]],
+                         ids=["hflip", "vflip", "rot90-hflip"])
+def test_a_mirroring_display_matrix_is_applied_as_ffmpeg_does(tmp_path, flags):
+    """PyAV reports a mirror as a rotation (hflip reads -180 degrees); the clip must instead show
+    what FFmpeg's autorotating decode shows."""
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    frames = moving_square(FPS)
+    for rgb in frames:
+        rgb[2:8, 2:12] = 255  # a corner mark: the square alone is symmetric top to bottom
+    plain, source = encode(tmp_path / "plain.mp4", frames), tmp_path / "mirrored.mp4"
+    subprocess.run([ffmpeg, "-loglevel", "error", *flags, "-i", str(plain), "-c", "copy", str(source)], check=True)
+    record = curate(source, tmp_path / "out")
+    assert record["info"]["mirrored"]
+    first = first_clip(record, tmp_path / "out")[0]
+    shown = subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(source), "-frames:v", "1", "-f", "rawvideo",
+                            "-pix_fmt", "yuv420p", "-"], capture_output=True, check=True).stdout
+    luma = np.frombuffer(shown, np.uint8)[: first.width * first.height].reshape(first.height, first.width)
+    assert np.abs(yuv420_planes(first)[0].astype(int) - luma).max() <= 1
 
 
 def square_size(frame: av.VideoFrame) -> tuple[int, int]:

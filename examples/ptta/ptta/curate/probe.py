@@ -11,6 +11,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".flv", ".wmv",
@@ -19,6 +21,7 @@ VIDEO_EXTENSIONS = frozenset({
 # Packets read while looking for the first frame's display matrix: a stream cut mid-GOP decodes
 # nothing until its next keyframe (x264 puts one at least every 250 frames by default).
 ROTATION_PROBE_PACKETS = 250
+DISPLAY_MATRIX = SideDataType.DISPLAYMATRIX
 
 
 class InputError(Exception):
@@ -41,6 +44,7 @@ class VideoInfo:
     source_width: int  # as stored in the stream
     source_height: int
     rotation: int  # degrees counter-clockwise the display matrix turns the picture: 0, 90, 180 or 270
+    mirrored: bool  # the matrix also mirrors it (upside down before the rotation, see source.py)
     sample_aspect_ratio: str | None  # "32/27" for non-square pixels; None for square ones
 
     def to_dict(self) -> dict:
@@ -133,7 +137,7 @@ def probe_video(path: str | Path, max_pixels: int) -> VideoInfo:
         if min(source_width, source_height) < 2:
             raise InputError(f"frames of {source_width}x{source_height} are too small")
         sample_aspect_ratio = _non_square_pixels(stream)
-        rotation = _display_rotation(container, stream)
+        rotation, mirrored = _display_orientation(container, stream)
         width, height = curated_size(source_width, source_height, sample_aspect_ratio, rotation)
         if max(width * height, source_width * source_height) > max_pixels:
             raise InputError(f"frames of {source_width}x{source_height} exceed --max-pixels {max_pixels}")
@@ -166,6 +170,7 @@ def probe_video(path: str | Path, max_pixels: int) -> VideoInfo:
             source_width=source_width,
             source_height=source_height,
             rotation=rotation,
+            mirrored=mirrored,
             sample_aspect_ratio=None if sample_aspect_ratio is None else str(sample_aspect_ratio),
         )
 
@@ -203,8 +208,9 @@ def _non_square_pixels(stream: av.VideoStream) -> Fraction | None:
     return ratio if 2 * round(width * ratio / 2) != width // 2 * 2 else None
 
 
-def _display_rotation(container: av.container.InputContainer, stream: av.VideoStream) -> int:
-    """The display matrix's rotation, rounded to 0, 90, 180 or 270 degrees counter-clockwise.
+def _display_orientation(container: av.container.InputContainer, stream: av.VideoStream) -> tuple[int, bool]:
+    """(rotation, mirrored) of the display matrix: the rotation rounded to 0, 90, 180 or 270 degrees
+    counter-clockwise, and whether the matrix mirrors the picture (a negative determinant).
 
     PyAV shows the matrix only on decoded frames, so the first frame is decoded. A stream that
     decodes nothing early on is taken as upright (decoding proper reports what is wrong with it).
@@ -212,9 +218,14 @@ def _display_rotation(container: av.container.InputContainer, stream: av.VideoSt
     try:
         for count, packet in enumerate(container.demux(stream)):
             for frame in packet.decode():
-                return round(frame.rotation / 90) % 4 * 90
+                matrices = [data for data in frame.side_data if data.type == DISPLAY_MATRIX]
+                if not matrices:
+                    return 0, False
+                # 3 x 3 int32, row-major; a, b, c, d = entries 0, 1, 3, 4 (16.16 fixed point)
+                a, b, _, c, d = (int(value) for value in np.frombuffer(bytes(matrices[0]), np.int32)[:5])
+                return round(frame.rotation / 90) % 4 * 90, a * d - b * c < 0
             if count >= ROTATION_PROBE_PACKETS:
                 break
     except av.error.FFmpegError:
         pass
-    return 0
+    return 0, False

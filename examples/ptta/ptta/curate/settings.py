@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 # Bumped when the code changes what a video's clips look like, so that a resumed run never mixes
-# old and new clips. 2: rotation applied, square pixels, explicit colour range, mkv/webm
-# millisecond timestamps no longer drop frames.
+# old and new clips. 2: rotation and mirroring applied, square pixels, explicit colour range,
+# mkv/webm millisecond timestamps no longer drop frames.
 CLIP_FORMAT_VERSION = 2
 
 

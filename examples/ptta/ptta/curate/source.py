@@ -3,8 +3,9 @@
 Shot detection, flow, the aesthetic scorer and the written clips all get frames that are
 limited-range yuv420p, upright, in square pixels and of even size, with times that only go forward:
 
-* the rotation of the display matrix (phone video) is applied, in steps of 90 degrees as players
-  do; flips in the matrix are not;
+* the display matrix (phone video) is applied as FFmpeg's autorotate does: a mirror in it flips
+  the picture upside down, then the rotation turns it in steps of 90 degrees counter-clockwise
+  (every rotation/flip combination matches FFmpeg's own decode);
 * non-square pixels (SAR other than 1: anamorphic DVD, HDV) are scaled to the display width;
 * an odd width or height loses its last column or row (yuv420p needs even sizes, and cropping one
   line keeps the picture sharp where scaling would resample all of it);
@@ -72,11 +73,12 @@ def upright_yuv420p(frame: av.VideoFrame, info: VideoInfo) -> av.VideoFrame:
                                dst_color_range="MPEG")
     elif frame.format.name != "yuv420p" or frame.color_range == FULL_RANGE:
         frame = frame.reformat(format="yuv420p", src_color_range=_range(frame), dst_color_range="MPEG")
-    if turns == 0 and (frame.width, frame.height) == (width, height):
+    if turns == 0 and not info.mirrored and (frame.width, frame.height) == (width, height):
         return frame
     upright = av.VideoFrame(info.width, info.height, "yuv420p")
     for shrink, source, target in zip((1, 2, 2), yuv420_planes(frame), yuv420_planes(upright)):
-        target[:] = np.rot90(source[: height // shrink, : width // shrink], turns)
+        plane = source[: height // shrink, : width // shrink]
+        target[:] = np.rot90(plane[::-1] if info.mirrored else plane, turns)
     return upright
 
 
