@@ -197,12 +197,24 @@ class _ScaledLinear(nn.Linear):
         return 0.5 * super().forward(x)
 
 
-def test_a_linear_subclass_with_its_own_forward_is_refused_by_name_and_class():
+def test_a_linear_subclass_with_its_own_forward_is_skipped_by_all_linear_and_refused_by_name():
     model = nn.Sequential(nn.Linear(4, 4), _ScaledLinear(4, 4))
     with pytest.raises(HydraInjectionError, match=r"'1' is a .*_ScaledLinear, an nn.Linear subclass with its own forward"):
-        hydralora.inject(model, HydraConfig(r=2, num_heads=2))
-    hydralora.inject(model, HydraConfig(r=2, num_heads=2, exclude_modules=["1"]))
+        hydralora.inject(model, HydraConfig(r=2, num_heads=2, target_modules=["0", "1"]))
+    hydralora.inject(model, HydraConfig(r=2, num_heads=2, target_modules="all-linear"))
     assert injected_names(model) == ["0"]
+
+
+def test_falcon_linear_whose_forward_is_plain_linear_takes_an_adapter():
+    from transformers import FalconConfig, FalconForCausalLM
+
+    config = FalconConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
+    model = FalconForCausalLM(config).eval()
+    ids = torch.randint(0, 64, (1, 5), generator=torch.Generator().manual_seed(0))
+    expected = model(ids).logits
+    hydralora.inject(model, HydraConfig(r=4, num_heads=2, mixing="learned", target_modules=["query_key_value", "dense"]))
+    assert len(injected_names(model)) == 2
+    assert torch.equal(model(ids).logits, expected)  # B starts at zero: the same function
 
 
 def test_layers_of_a_peft_adapter_are_refused_with_the_way_out():

@@ -279,6 +279,16 @@ def test_model_wide_merge_refuses_a_base_weight_tied_to_another_module():
     assert torch.equal(model[0].base_layer.weight, original) and not any(layer.merged for layer in model)
 
 
+def test_merge_refuses_a_weight_sharing_memory_with_another_parameter_object():
+    """nn.Parameter(emb.weight.data) is a second Parameter over the same memory: tied all the same."""
+    embedding, head = nn.Embedding(10, 4), nn.Linear(4, 10, bias=False)
+    head.weight = nn.Parameter(embedding.weight.data)
+    model = nn.ModuleDict({"embedding": embedding, "head": head})
+    hydralora.inject(model, HydraConfig(r=2, num_heads=2, mixing="learned", target_modules=["head"]))
+    with pytest.raises(HydraMergeError, match=r"'head': its base weight is tied to \['embedding.weight'\]"):
+        hydralora.merge_adapter(model)
+
+
 def test_tied_lm_head_stays_tied_through_tie_weights_and_refuses_to_merge_into_the_embedding():
     from transformers import LlamaConfig, LlamaForCausalLM
 

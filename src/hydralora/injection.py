@@ -64,8 +64,10 @@ def _is_target(name: str, parent: nn.Module, module: nn.Module, config: HydraCon
     if name_matches(name, config.exclude_modules):
         return False
     if config.target_modules == "all-linear":
-        # nn.MultiheadAttention reads out_proj.weight itself instead of calling out_proj (as PEFT notes)
-        return isinstance(module, nn.Linear) and not isinstance(parent, nn.MultiheadAttention)
+        # nn.MultiheadAttention reads out_proj.weight itself instead of calling out_proj (as PEFT notes);
+        # a Linear subclass with its own forward (quantized, custom) would be bypassed by the adapter
+        return (isinstance(module, nn.Linear) and not isinstance(parent, nn.MultiheadAttention)
+                and not overrides_linear_forward(module))
     return name_matches(name, config.target_modules)
 
 
@@ -176,18 +178,28 @@ def unmerge_adapter(model: nn.Module) -> None:
 def _refuse_tied_base_weights(model: nn.Module, layers: list[tuple[str, HydraLinear]]) -> None:
     """Merging writes the base weight in place, so a weight tied to another module (an input
     embedding under lm_head, a second adapted Linear) would change there too, and the output with it."""
-    holders: dict[int, list[str]] = {}
+    holders: dict[object, list[str]] = {}
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
-            holders.setdefault(id(param), []).append(f"{module_name}.{param_name}" if module_name else param_name)
+            holders.setdefault(_memory_key(param), []).append(f"{module_name}.{param_name}" if module_name else param_name)
     for name, layer in layers:
-        others = [h for h in holders.get(id(layer.base_layer.weight), []) if h != f"{name}.base_layer.weight"]
+        held_by = holders.get(_memory_key(layer.base_layer.weight), [])
+        others = [h for h in held_by if h != f"{name}.base_layer.weight"]
         if others:
             raise HydraMergeError(
                 f"{name!r}: its base weight is tied to {others}, which merging would change too; untie it first "
                 f"(layer.base_layer.weight = nn.Parameter(layer.base_layer.weight.detach().clone())), leave the "
                 f"layer out of target_modules, or keep the adapter unmerged"
             )
+
+
+def _memory_key(param: torch.Tensor) -> object:
+    """What two tied parameters share: the address of their data (two Parameter objects can wrap
+    one tensor's memory), or the object itself where there is no memory (meta). Not the storage:
+    weights loaded as views into one buffer (a memory-mapped file) start at different addresses."""
+    if param.device.type == "meta" or param.data_ptr() == 0:
+        return id(param)
+    return (param.device, param.data_ptr())
 
 
 def _unmerge_in_reverse(layers: list[HydraLinear]) -> None:

@@ -218,9 +218,17 @@ class HydraLinear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, r={c.r}, heads={c.num_heads}, mixing={c.mixing}, scale={self.scale:g}"
 
 
+# Subclasses whose own forward computes exactly x W^T + b, so F.linear in HydraLinear is the same.
+LINEAR_EQUIVALENT_SUBCLASSES = {("transformers.models.falcon.modeling_falcon", "FalconLinear")}
+
+
 def overrides_linear_forward(module: nn.Linear) -> bool:
-    """True for an nn.Linear subclass with its own forward (bitsandbytes, QAT, custom scaling)."""
-    return type(module).forward is not nn.Linear.forward
+    """True for an nn.Linear subclass whose own forward computes something else than x W^T + b
+    (bitsandbytes, QAT, custom scaling); known plain ones (Falcon's) are not counted."""
+    cls = type(module)
+    if (cls.__module__, cls.__qualname__) in LINEAR_EQUIVALENT_SUBCLASSES:
+        return False
+    return cls.forward is not nn.Linear.forward
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
