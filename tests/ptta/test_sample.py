@@ -84,12 +84,22 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_wrong_head_count_and_missing_adapter(trained, tiny_model_dir, tmp_path):
+def test_wrong_head_count_and_missing_files_fail_before_prompts_are_encoded(trained, tiny_model_dir, tmp_path,
+                                                                             monkeypatch):
+    from ptta.train import text_embeddings
+
+    def encode_prompts_alone(*args):
+        raise AssertionError("prompts were encoded before the adapter files were checked")
+
+    monkeypatch.setattr(text_embeddings, "encode_prompts_alone", encode_prompts_alone)
     with pytest.raises(ValueError, match="have 2 entries; the adapter .* has 4 heads"):
         generate_videos(["p"], tmp_path, model=tiny_model_dir, adapter=trained.adapter_dir, head_weights=[1, 0],
                         progress=False, **SIZE)
     with pytest.raises(FileNotFoundError, match="no adapter_model.safetensors"):
         generate_videos(["p"], tmp_path, model=tiny_model_dir, adapter=tmp_path, progress=False, **SIZE)
+    with pytest.raises(FileNotFoundError, match="--lora .*missing.safetensors: no such file"):
+        generate_videos(["p"], tmp_path, model=tiny_model_dir, lora=tmp_path / "missing.safetensors", progress=False,
+                        **SIZE)
 
 
 def test_cli_reads_a_prompts_file_and_reports_bad_heads(trained, tiny_model_dir, tmp_path, capsys):
@@ -134,16 +144,18 @@ def test_sampling_pipeline_holds_no_text_encoders_and_merges_without_originals(t
     assert layers and all(layer.merged and layer._original_weight is None for layer in layers)
 
 
-def test_prompts_are_encoded_with_the_length_limit_recorded_by_training(trained, tiny_model_dir, tmp_path,
-                                                                        monkeypatch):
+def test_prompts_and_videos_follow_the_length_limit_and_fps_recorded_by_training(trained, tiny_model_dir, tmp_path,
+                                                                                 monkeypatch):
     from ptta.cli import main
     from ptta.train import text_embeddings
 
     assert text_embeddings.recorded_max_sequence_length(trained.adapter_dir) == 256  # the fixture cache's value
     assert text_embeddings.recorded_max_sequence_length(trained.lora_path.parent) == 256
     assert text_embeddings.recorded_max_sequence_length(trained.output_dir / "checkpoints" / "step-000002") == 256
+    assert text_embeddings.recorded_fps(trained.adapter_dir) == text_embeddings.recorded_fps(trained.lora_path.parent) \
+        == text_embeddings.recorded_fps(trained.output_dir / "checkpoints" / "step-000002") == 24
     adapter = shutil.copytree(trained.adapter_dir, tmp_path / "adapter")
-    text_embeddings.write_text_encoding(adapter, 12)
+    text_embeddings.write_text_encoding(adapter, 12, 8)
     calls = spy(monkeypatch, text_embeddings, "encode_prompts_alone")
     generate_videos(["a girl walks"], tmp_path / "recorded", model=tiny_model_dir, adapter=adapter, gif=False,
                     progress=False, **SIZE)
@@ -152,6 +164,9 @@ def test_prompts_are_encoded_with_the_length_limit_recorded_by_training(trained,
             str(adapter), "--steps", "1", "--height", "32", "--width", "48", "--frames", "9", "--no-gif"]
     assert main(args + ["--max-sequence-length", "7"]) == 0
     assert [call[2] for call in calls] == [12, 256, 7]
+    assert main(args + ["--fps", "30"]) == 0
+    fps_of = {name: read_video(next((tmp_path / name).glob("*.mp4")))[1] for name in ("recorded", "base", "cli")}
+    assert fps_of == {"recorded": 8, "base": 24, "cli": 30}
     (adapter / text_embeddings.TEXT_ENCODING_FILE).write_text("{}")
     with pytest.raises(ValueError, match="text_encoding.json: expected"):
         generate_videos(["p"], tmp_path / "broken", model=tiny_model_dir, adapter=adapter, progress=False, **SIZE)

@@ -24,16 +24,26 @@ def shard_tensors(path) -> tuple[dict, dict]:
         return handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
 
 
-def test_latents_keep_the_vae_dtype_and_text_embeddings_are_bf16(built_cache):
+def test_latents_keep_the_vae_dtype_and_text_embeddings_the_text_encoder_dtype(built_cache):
     info = json.loads((built_cache / CACHE_INFO_FILE).read_text())
     # on a CPU "auto" runs the VAE and text encoders in fp32
     assert (info["format_version"], info["vae_dtype"], info["text_encoder_dtype"], info["fps"]) == (
         2, "float32", "float32", 24.0)
     metadata, tensors = shard_tensors(shard_path(built_cache, 0))
     assert {t.dtype for k, t in tensors.items() if k.endswith("/latents")} == {torch.float32}
-    assert {t.dtype for k, t in tensors.items() if not k.endswith("/latents")} == {torch.bfloat16}
+    assert {t.dtype for k, t in tensors.items() if not k.endswith("/latents")} == {torch.float32}
     assert {r["source_fps"] for r in json.loads(metadata["clips"])} == {24.0}
 
+
+
+def test_cached_embeddings_are_the_ones_sampling_encodes_on_the_same_device(built_cache, tiny_model_dir):
+    from ptta.train.text_embeddings import encode_prompts_alone
+
+    clip = read_cache(built_cache)[0]
+    with safe_open(str(clip.shard), framework="pt") as handle:
+        cached = handle.get_tensor(f"{clip.id}/prompt_embeds"), handle.get_tensor(f"{clip.id}/pooled")
+    [encoded] = encode_prompts_alone(tiny_model_dir, [clip.caption], 256, torch.device("cpu"))
+    assert all(torch.equal(c, e) for c, e in zip(cached, encoded))
 
 def test_format_1_caches_with_fp32_embeddings_still_load(built_cache, tmp_path):
     old = shutil.copytree(built_cache, tmp_path / "old")
@@ -59,13 +69,22 @@ def test_format_1_caches_with_fp32_embeddings_still_load(built_cache, tmp_path):
 
 def test_resample_frames_takes_the_nearest_source_frame():
     frames = np.arange(12)
-    np.testing.assert_array_equal(resample_frames(frames, 30, 24), [0, 1, 3, 4, 5, 6, 8, 9, 10])  # 0.4 s
+    # 0.4 s: the last output time, 0.375 s, is nearest to source frame 11 (0.367 s)
+    np.testing.assert_array_equal(resample_frames(frames, 30, 24), [0, 1, 3, 4, 5, 6, 8, 9, 10, 11])
     np.testing.assert_array_equal(resample_frames(frames[:4], 12, 24), [0, 1, 1, 2, 2, 3, 3, 3])
     assert resample_frames(frames, 24, 24) is frames
 
 
+@pytest.mark.parametrize(("source_fps", "count"), [(24.01, 97), (23.976, 97), (23.99, 97), (24.03, 97), (25, 93),
+                                                   (30, 78), (60, 39)])
+def test_measured_rates_near_the_target_keep_every_frame(source_fps, count):
+    # 97 frames: ~4.04 s at 24 fps; rate noise must not push a clip below its 97-frame bucket
+    resampled = resample_frames(np.arange(97), source_fps, 24)
+    assert len(resampled) == count and len(set(resampled.tolist())) == count
+
+
 def test_30_fps_clips_are_cached_at_the_training_fps(tiny_model_dir, tmp_path):
-    # at 30 fps 12 frames last 0.4 s, 9 frames at 24 fps (enough for the 9-frame bucket); 10 frames
+    # at 30 fps 12 frames (0.4 s) give 10 at 24 fps (enough for the 9-frame bucket); 10 frames
     # (1/3 s) give 8 and are skipped, though without resampling they would fill the bucket
     records = []
     for name, seconds in (("long", 0.4), ("short", 1 / 3)):

@@ -190,6 +190,12 @@ def test_cache_of_another_prompt_length_limit_is_refused(make_config):
         train(make_config(data={"max_sequence_length": 128}), progress=False)
 
 
+def test_cache_resampled_to_another_fps_is_refused(make_config):
+    # the latents hold the cached fps's motion, which the adapter records for sampling
+    with pytest.raises(ConfigError, match="data.fps is 30, but the cache .* was resampled to 24 fps"):
+        train(make_config(data={"fps": 30}), progress=False)
+
+
 def test_validation_samples_are_written_during_training(make_config):
     config = make_config(training={"max_steps": 2},
                          validation={"every": 2, "prompts": ["a girl walks"], "steps": 2, "height": 32, "width": 48,

@@ -79,14 +79,19 @@ def fit_clip(frames: np.ndarray, bucket: Bucket) -> np.ndarray:
 
 
 def resample_frames(frames: np.ndarray, source_fps: float, fps: float) -> np.ndarray:
-    """Frames of a constant-rate clip at `fps`: for each output time k/fps before the clip's end
-    (len(frames)/source_fps), the source frame nearest in time. Equal rates return `frames` as is."""
+    """Frames of a constant-rate clip at `fps`: for each output time k/fps, the source frame nearest
+    in time. Output times run while a source frame lies within half a source frame interval of them
+    (k * source_fps / fps <= len(frames) - 0.5), so equal rates keep every frame and a measured rate
+    a little off the nominal one loses none (97 frames at 24.01 or 23.976 fps give 97 at 24 fps),
+    while no trailing frame is repeated. Equal rates return `frames` as is."""
     import numpy as np
 
     if source_fps <= 0 or fps <= 0:
         raise ValueError(f"frame rates must be > 0, got source {source_fps} and target {fps}")
-    if abs(source_fps - fps) < 1e-6:
+    if source_fps == fps:
         return frames
-    count = max(1, int(np.floor(len(frames) * fps / source_fps + 1e-6)))
+    # the 1e-9 only absorbs float rounding of an exact half-interval tie, which counts as inside
+    count = max(1, int(np.floor((len(frames) - 0.5) * fps / source_fps + 1e-9)) + 1)
     nearest = np.floor(np.arange(count) * source_fps / fps + 0.5).astype(int)
+    # a tie at the last frame's half interval rounds up past the end: take the last frame
     return frames[np.minimum(nearest, len(frames) - 1)]

@@ -7,7 +7,8 @@ Layout of the cache folder:
                                       the VAE scaling factor, in the VAE's dtype (lossless);
                                       `<id>/prompt_embeds` (L, D) Llama hidden_states[-3] of the
                                       templated caption, padding removed, and `<id>/pooled` (P,) CLIP
-                                      pooled output, both bf16 (the text encoders' dtype on a GPU).
+                                      pooled output, both in the text encoders' dtype (bf16 on a
+                                      GPU, fp32 on a CPU).
                                       Metadata "clips" lists id, caption, bucket and source fps;
                                       "skipped" the clips that could not be used.
 
@@ -101,9 +102,10 @@ def build_cache(config: TrainConfig, overwrite: bool = False, device: str | None
             bar.update()
         embeddings = encode_prompts(pipe, [c.caption for c in usable], template, config.data.max_sequence_length, device)
         for clip, (prompt_embeds, pooled) in zip(usable, embeddings):
-            # bf16, what the text encoders put out on a GPU: half the size of fp32 at no loss there
-            tensors[f"{clip.id}/prompt_embeds"] = prompt_embeds.to(torch.bfloat16)
-            tensors[f"{clip.id}/pooled"] = pooled.to(torch.bfloat16)
+            # the text encoders' own dtype (bf16 on a GPU: half of fp32 at no loss; fp32 on a CPU), so
+            # training sees exactly the embeddings validation and `ptta sample` encode on that device
+            tensors[f"{clip.id}/prompt_embeds"] = prompt_embeds.to(text_dtype)
+            tensors[f"{clip.id}/pooled"] = pooled.to(text_dtype)
         _write_shard(shard_path(cache_dir, index), tensors, records, skipped)
     bar.close()
     return cache_dir

@@ -50,9 +50,9 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def save_checkpoint(accelerator, model, optimizer, scheduler, state: dict, output_dir: Path, keep: int,
-                    max_sequence_length: int) -> Path:
+                    max_sequence_length: int, fps: float) -> Path:
     """Write a checkpoint of step `state["step"]` from every process; returns its folder.
-    `max_sequence_length` (the cache's prompt length limit) is recorded beside the adapter."""
+    `max_sequence_length` (the cache's prompt length limit) and `fps` are recorded beside the adapter."""
     import hydralora
 
     from ptta.train.fsdp import full_adapter, is_sharded, optimizer_state_to_save
@@ -69,7 +69,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, state: dict, outpu
     with full_adapter(model):
         if accelerator.is_main_process:
             hydralora.save_adapter(model, staging)
-            write_text_encoding(staging, max_sequence_length)
+            write_text_encoding(staging, max_sequence_length, fps)
     sharded = is_sharded(model)
     optimizer_state = optimizer_state_to_save(model, optimizer) if sharded else optimizer.state_dict()
     if accelerator.is_main_process:

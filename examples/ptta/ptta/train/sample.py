@@ -7,8 +7,9 @@ demo and the evaluation.
 
 Defaults are HunyuanVideo's inference settings: embedded guidance 6.0, flow shift 7.0, 50 steps.
 Prompts are encoded first, with only the text encoders loaded, and truncated to the length the
-adapter was trained with (its `text_encoding.json`); the text encoders are freed before the
-transformer and VAE are loaded, so the two never share the device.
+adapter was trained with (its `text_encoding.json`, which also gives the default fps); the text
+encoders are freed before the transformer and VAE are loaded, so the two never share the device.
+The adapter or LoRA files are checked before anything loads, so a bad path fails at once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ptta.train.buckets import check_frame_count, check_resolution
 DEFAULT_STEPS = 50
 DEFAULT_GUIDANCE = 6.0
 DEFAULT_FLOW_SHIFT = 7.0
+# HunyuanVideo's frame rate: used for adapters that record no training fps (and for the base model)
+DEFAULT_FPS = 24.0
 SAMPLES_INDEX_FILE = "samples.jsonl"
 ADAPTER_SUBDIR = "adapter"
 
@@ -46,7 +49,7 @@ def generate_videos(
     height: int = 448,
     width: int = 800,
     frames: int = 33,
-    fps: float = 24.0,
+    fps: float | None = None,
     gif: bool = True,
     device: str | None = None,
     vae_dtype: str = "auto",
@@ -63,6 +66,7 @@ def generate_videos(
     of the merged weights makes the videos drift from the unmerged adapter's. vae_dtype: "auto"
     (float16 on a GPU, float32 on a CPU) or a dtype name. max_sequence_length: Llama prompt tokens;
     None takes the value recorded beside the adapter or LoRA by training, else HunyuanVideo's 256.
+    fps: of the written videos; None takes the training fps recorded there, else 24.
     Writes `<index>-<prompt words>-seed<seed>.mp4` (and .gif) plus `samples.jsonl` into out_dir.
     """
     from tqdm import tqdm
@@ -70,16 +74,20 @@ def generate_videos(
     from ptta.tables import jsonl_text, write_text_atomic
     from ptta.torch_runtime import resolve_device
     from ptta.train.model import resolve_model_dir
-    from ptta.train.text_embeddings import encode_prompts_alone
+    from ptta.train.text_embeddings import (DEFAULT_MAX_SEQUENCE_LENGTH, encode_prompts_alone, recorded_fps,
+                                            recorded_max_sequence_length)
     from ptta.video_io import write_gif, write_video
 
     prompts, seeds = list(prompts), list(seeds)
     _check_arguments(prompts, seeds, adapter, lora, head_weights, merge, steps, height, width, frames,
-                     max_sequence_length)
+                     max_sequence_length, fps)
+    trained_dir = _check_adapter_files(adapter, lora, head_weights)
     model_dir = resolve_model_dir(model)
     device = resolve_device(device)
     if max_sequence_length is None:
-        max_sequence_length = trained_max_sequence_length(adapter, lora)
+        max_sequence_length = (trained_dir and recorded_max_sequence_length(trained_dir)) or DEFAULT_MAX_SEQUENCE_LENGTH
+    if fps is None:
+        fps = (trained_dir and recorded_fps(trained_dir)) or DEFAULT_FPS
     embeddings = encode_prompts_alone(model_dir, prompts, max_sequence_length, device)
     pipe = load_sampling_pipeline(model_dir, device, adapter=adapter, lora=lora, head_weights=head_weights,
                                   merge=merge, flow_shift=flow_shift, vae_dtype=vae_dtype)
@@ -173,17 +181,26 @@ def render_video(pipe, prompt_embeds, pooled, seed: int, steps: int, guidance: f
     return (np.clip(output.frames[0], 0, 1) * 255).round().astype(np.uint8)
 
 
-def trained_max_sequence_length(adapter: str | Path | None, lora: str | Path | None) -> int:
-    """The prompt length limit training recorded beside the adapter or exported LoRA, else 256."""
-    from ptta.train.text_embeddings import DEFAULT_MAX_SEQUENCE_LENGTH, recorded_max_sequence_length
+def _check_adapter_files(adapter, lora, head_weights) -> Path | None:
+    """The folder holding the adapter or LoRA (and training's text_encoding.json), None for the base
+    model; checked from the files alone, so a bad path or head count fails before minutes of prompt
+    encoding on a real model."""
+    import hydralora
 
     if adapter is not None:
         folder = resolve_adapter_dir(adapter)
-    elif lora is not None:
-        folder = Path(lora).parent
-    else:
-        return DEFAULT_MAX_SEQUENCE_LENGTH
-    return recorded_max_sequence_length(folder) or DEFAULT_MAX_SEQUENCE_LENGTH
+        if head_weights is not None:
+            num_heads = hydralora.HydraConfig.load(folder).num_heads
+            if len(head_weights) != num_heads:
+                raise ValueError(f"head weights {list(head_weights)} have {len(head_weights)} entries; the adapter "
+                                 f"at {adapter} has {num_heads} heads")
+        return folder
+    if lora is not None:
+        lora = Path(lora)
+        if not lora.is_file():
+            raise FileNotFoundError(f"--lora {lora}: no such file")
+        return lora.parent
+    return None
 
 
 def resolve_adapter_dir(path: str | Path) -> Path:
@@ -196,7 +213,7 @@ def resolve_adapter_dir(path: str | Path) -> Path:
 
 
 def _check_arguments(prompts, seeds, adapter, lora, head_weights, merge, steps, height, width, frames,
-                     max_sequence_length) -> None:
+                     max_sequence_length, fps) -> None:
     if not prompts:
         raise ValueError("no prompts given")
     if not seeds:
@@ -211,6 +228,8 @@ def _check_arguments(prompts, seeds, adapter, lora, head_weights, merge, steps, 
         raise ValueError(f"steps must be >= 1, got {steps}")
     if max_sequence_length is not None and max_sequence_length < 1:
         raise ValueError(f"max sequence length must be >= 1, got {max_sequence_length}")
+    if fps is not None and fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
     check_resolution(height, width)
     check_frame_count(frames)
 

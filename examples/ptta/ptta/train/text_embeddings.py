@@ -4,8 +4,9 @@
 hidden_states[-3] after `crop_start` (right-padded, with a mask), plus CLIP-L's pooled output.
 Trimming the padding makes caches small; `pad_prompt_batch` pads again for a batch.
 
-The prompt length limit an adapter was trained with is recorded beside its weights
-(`text_encoding.json`), so sampling truncates prompts exactly as the cache did.
+The prompt length limit and frame rate an adapter was trained with are recorded beside its weights
+(`text_encoding.json`), so sampling truncates prompts exactly as the cache did and writes videos at
+the rate the adapter learned motion at.
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ def pad_prompt_batch(embeds: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
     return batch, mask
 
 
-def write_text_encoding(directory: Path, max_sequence_length: int) -> None:
-    """Record beside an adapter (or exported LoRA) the prompt length limit it was trained with."""
-    (Path(directory) / TEXT_ENCODING_FILE).write_text(json.dumps({"max_sequence_length": max_sequence_length}))
+def write_text_encoding(directory: Path, max_sequence_length: int, fps: float) -> None:
+    """Record beside an adapter (or exported LoRA) the prompt length limit and frame rate it was trained with."""
+    record = {"max_sequence_length": max_sequence_length, "fps": fps}
+    (Path(directory) / TEXT_ENCODING_FILE).write_text(json.dumps(record))
 
 
 def recorded_max_sequence_length(directory: Path) -> int | None:
@@ -78,3 +80,20 @@ def recorded_max_sequence_length(directory: Path) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{path}: max_sequence_length must be a positive integer, got {value!r}")
     return value
+
+
+def recorded_fps(directory: Path) -> float | None:
+    """The frame rate `write_text_encoding` recorded in `directory`; None if it holds no record
+    (or one written before training recorded it)."""
+    path = Path(directory) / TEXT_ENCODING_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text()).get("fps")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"{path}: expected {{\"max_sequence_length\": N, \"fps\": F}}: {exc}") from exc
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{path}: fps must be a positive number, got {value!r}")
+    return float(value)

@@ -11,7 +11,8 @@ Output folder: config.yaml (the resolved config), metrics.jsonl, loss_curve.png,
 adapter/ (the final adapter), lora_diffusers.safetensors (per-layer mixing only: the adapter
 collapsed to a plain LoRA for diffusers / ComfyUI), validation/step-N/ (optional samples) and
 train_summary.json. Every adapter (and the LoRA) gets a text_encoding.json beside it recording
-the cache's prompt length limit, which `ptta sample` then encodes prompts with.
+the cache's prompt length limit and frame rate, which `ptta sample` then encodes prompts with and
+writes videos at.
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ class _TrainingLoop:
                     snapshot = {**state, "world_size": world, "settings": resume_settings(config)}
                     last_checkpoint = save_checkpoint(acc, self.unwrapped, self.optimizer, self.scheduler, snapshot,
                                                       self.output_dir, t.keep_checkpoints,
-                                                      config.data.max_sequence_length)
+                                                      config.data.max_sequence_length, config.data.fps)
                 if config.validation.every and state["step"] % config.validation.every == 0:
                     self._validate(state["step"])
             if state["step_in_epoch"] >= len(groups):
@@ -313,10 +314,10 @@ def _finish(config: TrainConfig, accelerator, unwrapped, output_dir: Path, steps
     with full_adapter(unwrapped):
         if accelerator.is_main_process:
             hydralora.save_adapter(unwrapped, adapter_dir)
-            write_text_encoding(adapter_dir, config.data.max_sequence_length)
+            write_text_encoding(adapter_dir, config.data.max_sequence_length, config.data.fps)
             if lora_path is not None:
                 hydralora.export_lora(unwrapped, lora_path, format="diffusers", prefix="transformer")
-                write_text_encoding(lora_path.parent, config.data.max_sequence_length)
+                write_text_encoding(lora_path.parent, config.data.max_sequence_length, config.data.fps)
     if accelerator.is_main_process:
         plot_loss_curve(output_dir / METRICS_FILE, output_dir / LOSS_CURVE_FILE,
                         title=f"{config.adapter.type} training loss")
@@ -346,8 +347,9 @@ def _checkpoint_to_resume(output_dir: Path, resume: str | None) -> Path | None:
 
 
 def _check_cache_matches(config: TrainConfig, model_dir: Path) -> None:
-    """The cache must come from this model and this prompt length limit (which the adapter records
-    for sampling, so it has to be the one the cached embeddings were made with)."""
+    """The cache must come from this model, prompt length limit and frame rate (which the adapter
+    records for sampling, so they have to be the ones the cached embeddings and latents were made
+    with)."""
     from ptta.train.cache import CACHE_INFO_FILE
 
     info = json.loads((config.cache_path / CACHE_INFO_FILE).read_text())
@@ -358,6 +360,11 @@ def _check_cache_matches(config: TrainConfig, model_dir: Path) -> None:
         raise ConfigError(f"{config.source}: data.max_sequence_length is {config.data.max_sequence_length}, but the "
                           f"cache in {config.cache_path} was made with {info['max_sequence_length']}; set it back or "
                           f"rebuild the cache (ptta cache --overwrite)")
+    # format-1 caches record no fps: they were not resampled, so there is nothing to compare
+    if "fps" in info and info["fps"] != config.data.fps:
+        raise ConfigError(f"{config.source}: data.fps is {config.data.fps:g}, but the cache in {config.cache_path} "
+                          f"was resampled to {info['fps']:g} fps; set it back or rebuild the cache "
+                          f"(ptta cache --overwrite)")
 
 
 def _check_resume_settings(checkpoint: Path, config: TrainConfig) -> None:

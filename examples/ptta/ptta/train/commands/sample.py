@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=448)
     parser.add_argument("--width", type=int, default=800)
     parser.add_argument("--frames", type=int, default=33, help="4k+1 frames")
-    parser.add_argument("--fps", type=float, default=24.0)
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frame rate of the videos (default: the adapter's or LoRA's training fps, recorded "
+                             "in its text_encoding.json, else 24)")
     parser.add_argument("--no-gif", action="store_true", help="write mp4 only")
     parser.add_argument("--device", default=None)
     parser.add_argument("--vae-dtype", default="auto", choices=DTYPES,
