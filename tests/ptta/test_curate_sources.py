@@ -1,7 +1,8 @@
 """Real-world sources `ptta curate` must handle: phone rotation, non-square pixels, full range and
-10-bit, odd sizes, extra video streams, missing or restarting timestamps, symlinked folders.
+10-bit, odd sizes, extra video streams, missing, restarting, reordered (AVI B-frames) or
+millisecond-rounded timestamps, symlinked folders.
 
-Each input is generated here (64x48 to 72x48, at most 1.5 s) and curated by VideoCurator with
+Each input is generated here (64x48 to 96x48, at most 2 s) and curated by VideoCurator with
 0.5-1 s clips and theta 0, so every clip is written (losslessly, crf 0) and can be compared.
 """
 
@@ -39,9 +40,10 @@ def moving_square(count: int, width: int = 64, height: int = 48, side: int = 24)
 
 
 def encode(path: Path, frames: list[np.ndarray], codec: str = "libx264", pix_fmt: str = "yuv420p",
-           container_format: str | None = None, full_range: bool = False, configure=lambda stream: None) -> Path:
+           container_format: str | None = None, full_range: bool = False, configure=lambda stream: None,
+           rate: Fraction | int = FPS) -> Path:
     with av.open(str(path), "w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=FPS)
+        stream = container.add_stream(codec, rate=rate)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = pix_fmt
         if full_range:
@@ -57,8 +59,8 @@ def encode(path: Path, frames: list[np.ndarray], codec: str = "libx264", pix_fmt
 
 
 def curate(path: Path, out: Path, **settings) -> dict:
-    settings = CurateSettings(min_clip_seconds=0.5, max_clip_seconds=1.0, theta=0.0, crf=0, preset="ultrafast",
-                              **settings)
+    settings = CurateSettings(**{"min_clip_seconds": 0.5, "max_clip_seconds": 1.0, "theta": 0.0, "crf": 0,
+                                 "preset": "ultrafast", **settings})
     return VideoCurator(settings, out, ImageStatisticsProxyScorer()).run(path)
 
 
@@ -101,6 +103,12 @@ def test_a_mirroring_display_matrix_is_applied_as_ffmpeg_does(tmp_path, flags):
                             "-pix_fmt", "yuv420p", "-"], capture_output=True, check=True).stdout
     luma = np.frombuffer(shown, np.uint8)[: first.width * first.height].reshape(first.height, first.width)
     assert np.abs(yuv420_planes(first)[0].astype(int) - luma).max() <= 1
+
+
+def square_position(frame: av.VideoFrame) -> int:
+    """The bright square's left edge, which moving_square advances one pixel per frame."""
+    bright = frame.to_ndarray(format="gray") > (BACKGROUND + SQUARE) / 2
+    return int(np.argmax(bright.any(axis=0)))
 
 
 def square_size(frame: av.VideoFrame) -> tuple[int, int]:
@@ -204,6 +212,28 @@ def test_joined_recordings_continue_the_timeline(tmp_path):
     (first, second) = record["clips"]
     assert (first["frames"], second["frames"]) == (FPS, FPS)
     assert second["start"] == pytest.approx(first["end"]) == pytest.approx(first["start"] + 1.0)
+
+
+def test_b_frames_in_avi_are_timed_from_dts(tmp_path):
+    """AVI has no pts: the decoder's guessed pts of H.264 with B-frames go 1, 3, 4, 2, 6, 7, 5, ..."""
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    plain, source = encode(tmp_path / "plain.mkv", moving_square(2 * FPS, width=96), "ffv1"), tmp_path / "b.avi"
+    subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(plain), "-c:v", "libx264", "-bf", "2", "-crf", "10",
+                    "-pix_fmt", "yuv420p", str(source)], check=True)
+    record = curate(source, tmp_path / "out")
+    assert (record["error"], record["warnings"], record["frames_decoded"]) == (None, [], 2 * FPS)
+    for clip in record["clips"]:
+        positions = [square_position(frame) for frame in decoded(tmp_path / "out" / clip["clip_path"])]
+        assert np.diff(positions).tolist() == [1] * (clip["frames"] - 1)
+
+
+def test_millisecond_timestamps_of_ntsc_rates_resample_to_24_fps_without_repeats(tmp_path):
+    """23.976 fps in Matroska is stamped 0, 42, 83, 125 ms: over 2 s at 24 fps the grids drift only
+    2 ms apart, but with the rounding on top a frame was repeated and the next one dropped."""
+    source = encode(tmp_path / "ntsc.mkv", moving_square(47, width=96), rate=Fraction(24000, 1001))
+    record = curate(source, tmp_path / "out", out_fps=24, min_clip_seconds=1.5, max_clip_seconds=2.0)
+    clip = first_clip(record, tmp_path / "out")
+    assert np.diff([square_position(frame) for frame in clip]).tolist() == [1] * (len(clip) - 1)
 
 
 def test_folders_are_searched_through_symlinks_once(tmp_path):

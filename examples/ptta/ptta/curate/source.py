@@ -15,12 +15,20 @@ limited-range yuv420p, upright, in square pixels and of even size, with times th
   unchanged into a limited-range frame (crushed blacks, clipped whites);
 * a frame without a timestamp (a raw .h264 stream has none) is placed one frame after the
   previous one, and a jump back in time of more than DISCONTINUITY_SECONDS (recordings joined
-  byte by byte, each with its own clock) continues the timeline after the earlier frames.
+  byte by byte, each with its own clock) continues the timeline after the earlier frames;
+* a frame is timed from its pts unless the pts goes backwards more often than the dts, as in
+  FFmpeg's best-effort timestamp (here also counted a few frames ahead): H.264 with B-frames in
+  AVI gives decoded frames pts such as 1, 3, 4, 2, 6, 7, 5 while their dts counts up one a frame;
+* in a millisecond time base (Matroska, WebM, FLV), a time within SNAP_SECONDS of the nominal
+  frame grid is put on it: 23.976 fps frames are stamped 0, 42, 83, 125 ms, and these roundings
+  would otherwise make a clip resampled to 24 fps drop and repeat a frame after under 2 s.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -32,6 +40,12 @@ from ptta.video_io import yuv420_planes
 # Backward steps up to this are out-of-order or repeated timestamps (their frames are dropped);
 # longer ones are a restart of the clock.
 DISCONTINUITY_SECONDS = 1.0
+# Rounding to a 1 ms time base moves a time by at most 0.5 ms; a variable-rate frame that is this
+# close to the grid is not told apart from one on it by any later stage.
+SNAP_SECONDS = 1e-3
+# Frames decoded ahead of the one being timed, so that a pts going backwards a few frames in (the
+# first B-frame) is noticed before the frames before it are timed from their faulty pts.
+TIMESTAMP_LOOKAHEAD_FRAMES = 8
 FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 
 
@@ -42,14 +56,19 @@ def iter_curation_frames(path: str | Path, info: VideoInfo, warnings: list[str])
     with av.open(str(path)) as container:
         stream = container.streams[info.stream_index]
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
+        snap_to_grid = stream.time_base >= Fraction(1, 1000)
+        for timestamp, frame in best_effort_timestamps(container.decode(stream)):
             if (frame.width, frame.height) != (info.source_width, info.source_height):
                 raise InputError(f"frame size changes mid-stream ({info.source_width}x{info.source_height} -> "
                                  f"{frame.width}x{frame.height})")
-            if frame.pts is None:
+            if timestamp is None:
                 time = 0.0 if previous is None else previous + frame_interval
             else:
-                time = float(frame.pts * stream.time_base) + offset
+                time = float(timestamp * stream.time_base)
+                grid_time = round(time * info.fps) / info.fps
+                if snap_to_grid and abs(time - grid_time) <= SNAP_SECONDS:
+                    time = grid_time
+                time += offset
                 if previous is not None and time < previous - DISCONTINUITY_SECONDS:
                     warnings.append(f"timestamps jump back from {previous - offset:.2f} s to {time - offset:.2f} s "
                                     "(joined recordings?): the later frames are placed after the earlier ones")
@@ -61,6 +80,45 @@ def iter_curation_frames(path: str | Path, info: VideoInfo, warnings: list[str])
                 warnings.append("interlaced video: curated as is, not deinterlaced (combing shows where things move)")
             previous = time
             yield time, upright_yuv420p(frame, info)
+
+
+def best_effort_timestamps(frames: Iterator[av.VideoFrame]) -> Iterator[tuple[int | None, av.VideoFrame]]:
+    """Each frame with its timestamp chosen as FFmpeg's best_effort_timestamp does, but counting the
+    faults up to TIMESTAMP_LOOKAHEAD_FRAMES ahead as well."""
+    faults = TimestampFaults()
+    held: deque[av.VideoFrame] = deque()
+    for frame in frames:
+        faults.count(frame)
+        held.append(frame)
+        if len(held) > TIMESTAMP_LOOKAHEAD_FRAMES:
+            earliest = held.popleft()
+            yield faults.timestamp(earliest), earliest
+    for frame in held:
+        yield faults.timestamp(frame), frame
+
+
+class TimestampFaults:
+    """How often pts and dts have gone backwards (or repeated), as FFmpeg's guess_correct_pts counts."""
+
+    def __init__(self) -> None:
+        self._last_pts = self._last_dts = None
+        self._pts_faults = self._dts_faults = 0
+
+    def count(self, frame: av.VideoFrame) -> None:
+        if frame.pts is not None:
+            self._pts_faults += self._last_pts is not None and frame.pts <= self._last_pts
+            self._last_pts = frame.pts
+        if frame.dts is not None:
+            self._dts_faults += self._last_dts is not None and frame.dts <= self._last_dts
+            self._last_dts = frame.dts
+
+    def timestamp(self, frame: av.VideoFrame) -> int | None:
+        """The frame's pts, unless the stream has dts and pts has more faults. A frame then without
+        dts (the last ones flushed from the decoder) gets None, to be placed one frame after the
+        previous rather than at its faulty pts."""
+        if frame.pts is not None and (self._last_dts is None or self._pts_faults <= self._dts_faults):
+            return frame.pts
+        return frame.dts
 
 
 def upright_yuv420p(frame: av.VideoFrame, info: VideoInfo) -> av.VideoFrame:
