@@ -227,10 +227,17 @@ def test_b_frames_in_avi_are_timed_from_dts(tmp_path):
         assert np.diff(positions).tolist() == [1] * (clip["frames"] - 1)
 
 
-def test_millisecond_timestamps_of_ntsc_rates_resample_to_24_fps_without_repeats(tmp_path):
+@pytest.mark.parametrize("start_ms", [0, 7])
+def test_millisecond_timestamps_of_ntsc_rates_resample_to_24_fps_without_repeats(tmp_path, start_ms):
     """23.976 fps in Matroska is stamped 0, 42, 83, 125 ms: over 2 s at 24 fps the grids drift only
-    2 ms apart, but with the rounding on top a frame was repeated and the next one dropped."""
+    2 ms apart, but with the rounding on top a frame was repeated and the next one dropped. The
+    frame grid starts at the first timestamp, which need not be 0."""
     source = encode(tmp_path / "ntsc.mkv", moving_square(47, width=96), rate=Fraction(24000, 1001))
+    if start_ms:
+        shifted = tmp_path / "shifted.mkv"
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(source), "-c", "copy",
+                        "-output_ts_offset", f"{start_ms / 1000}", str(shifted)], check=True)
+        source = shifted
     record = curate(source, tmp_path / "out", out_fps=24, min_clip_seconds=1.5, max_clip_seconds=2.0)
     clip = first_clip(record, tmp_path / "out")
     assert np.diff([square_position(frame) for frame in clip]).tolist() == [1] * (len(clip) - 1)

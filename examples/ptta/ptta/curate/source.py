@@ -53,6 +53,7 @@ def iter_curation_frames(path: str | Path, info: VideoInfo, warnings: list[str])
     """Yield (time in seconds, frame) for the stream `info` describes; warnings are appended as found."""
     frame_interval = 1.0 / info.fps
     offset, previous = 0.0, None
+    grid_origin = None  # the frame grid starts at the first timestamp (Matroska may start at 7 ms)
     with av.open(str(path)) as container:
         stream = container.streams[info.stream_index]
         stream.thread_type = "AUTO"
@@ -65,7 +66,8 @@ def iter_curation_frames(path: str | Path, info: VideoInfo, warnings: list[str])
                 time = 0.0 if previous is None else previous + frame_interval
             else:
                 time = float(timestamp * stream.time_base)
-                grid_time = round(time * info.fps) / info.fps
+                grid_origin = time if grid_origin is None else grid_origin
+                grid_time = grid_origin + round((time - grid_origin) * info.fps) / info.fps
                 if snap_to_grid and abs(time - grid_time) <= SNAP_SECONDS:
                     time = grid_time
                 time += offset
