@@ -26,7 +26,6 @@ demo set written at 640x360 (three videos, 36 s, cuts, static and held shots).
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import math
 import os
@@ -37,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from provenance import git_commit
+from results_csv import append_rows, git_commit
 
 from ptta.assets import big_buck_bunny_path
 from ptta.curate.aesthetic import ImageStatisticsProxyScorer
@@ -138,13 +137,7 @@ def main() -> None:
     host = f"{machine()}, load {load_before:.1f}-{load_average():.1f}"
     for row in rows:
         row["machine"] = host
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not args.csv.exists()
-    with args.csv.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_rows(args.csv, COLUMNS, rows)
     print(f"{len(rows)} rows appended to {args.csv}")
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import datetime
 import os
 import platform
@@ -36,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from provenance import git_commit
+from results_csv import append_rows, git_commit
 
 from hydralora.functional import hydra_linear
 
@@ -173,16 +172,6 @@ def environment(device: str) -> dict:
     }
 
 
-def append_rows(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
@@ -269,7 +258,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     if provider in ("base", "peft_lora") and heads != args.heads[0]:
                         continue  # neither depends on the head count
                     layer_rows = bench_layer(args, env, provider, in_features, out_features, tokens, heads)
-                    append_rows(args.csv, layer_rows)  # as we go: a sweep cut short keeps what it measured
+                    append_rows(args.csv, COLUMNS, layer_rows)  # as we go: a sweep cut short keeps what it measured
                     rows += layer_rows
     print(f"appended {len(rows)} rows to {args.csv}")
     return rows

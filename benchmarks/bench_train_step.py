@@ -21,7 +21,6 @@ CPU, tiny model (checks the harness; figures say nothing about the GPU):
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import platform
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from provenance import git_commit
+from results_csv import append_rows, git_commit
 
 RESULTS_CSV = Path(__file__).parent / "results" / "train_step.csv"
 PROVIDERS = ("hydralora", "peft_lora")
@@ -218,22 +217,18 @@ def write_rows(rows: list[dict], args, device: torch.device) -> None:
         device_name = torch.cuda.get_device_name(device)
     else:
         device_name = f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
-    path = Path(args.csv)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not path.is_file()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        if new_file:
-            writer.writeheader()
-        for row in rows:
-            row = {**row, "date": datetime.date.today().isoformat(), "commit": git_commit(), "device": device_name,
-                   "torch": torch.__version__, "model": "tiny" if args.tiny else "hunyuanvideo-13b-random",
-                   "note": args.note}
-            for key in ("s_per_step_median", "s_per_step_min", "peak_gib"):
-                row[key] = f"{row[key]:.4f}"
-            writer.writerow(row)
-            print(f"{row['provider']:>10}: {row['s_per_step_median']} s/step, peak {row['peak_gib']} GiB "
-                  f"({row['memory_kind']}), {row['trainable_params']:,} trainable")
+    common = {"date": datetime.date.today().isoformat(), "commit": git_commit(), "device": device_name,
+              "torch": torch.__version__, "model": "tiny" if args.tiny else "hunyuanvideo-13b-random",
+              "note": args.note}
+    formatted = []
+    for row in rows:
+        row = {**row, **common}
+        for key in ("s_per_step_median", "s_per_step_min", "peak_gib"):
+            row[key] = f"{row[key]:.4f}"
+        formatted.append(row)
+        print(f"{row['provider']:>10}: {row['s_per_step_median']} s/step, peak {row['peak_gib']} GiB "
+              f"({row['memory_kind']}), {row['trainable_params']:,} trainable")
+    append_rows(Path(args.csv), COLUMNS, formatted)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def load_script(name: str):
-    # the scripts import their sibling `provenance` as `python benchmarks/<script>.py` would
+    # the scripts import their sibling `results_csv` as `python benchmarks/<script>.py` would
     if str(BENCHMARKS) not in sys.path:
         sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")

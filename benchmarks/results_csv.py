@@ -1,7 +1,9 @@
-"""The commit a benchmark row was measured at, for the results CSVs."""
+"""What every benchmark shares about its results CSV: the commit a row was measured at, and
+appending rows (a header only for a new file) so that earlier runs stay."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 from pathlib import Path
@@ -21,3 +23,13 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty.strip() else "")
+
+
+def append_rows(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        if new_file:
+            writer.writeheader()
+        writer.writerows(rows)
