@@ -4,12 +4,14 @@ Providers (all with a frozen bf16 base nn.Linear with bias, x requiring grad as 
     base                 the frozen nn.Linear alone: the floor
     peft_lora            PEFT LoRA (one adapter, r as given) on that linear
     naive_hydra          the official HydraLoRA loop: A x recomputed per head, per-head B, per-head add
+                         (its only mode is a router on x: run for --mixing router only)
     torch_hydra          hydralora's PyTorch reference (A x once, heads as one rank N*r adapter)
     triton_hydra         hydralora's Triton kernels, base GEMM fused (HYDRALORA_BASE_GEMM=triton)
     triton_hydra_cublas  the same kernels with cuBLAS computing x W^T and dy W (HYDRALORA_BASE_GEMM=cublas)
 Modes: fwd, bwd (backward of a retained graph), fwd+bwd. Columns: median and 20/80% quantiles in
-ms (triton.testing.do_bench), peak memory of one fwd+bwd above what was allocated before it, and
-the memory a forward keeps for the backward beyond its own outputs ("saved").
+ms (triton.testing.do_bench), peak memory of one fwd+bwd above what was allocated before it (the
+gradients of x and the adapter start unallocated, as after zero_grad), and the memory a forward
+keeps for the backward beyond its own outputs ("saved").
 
 GPU (the numbers the docs cite):
     python benchmarks/bench_hydra_linear.py                      # the full sweep of issue 3
@@ -134,7 +136,9 @@ def memory_mb(layer: nn.Module, x: torch.Tensor, dy: torch.Tensor, device: str) 
     """(peak above the start during one fwd+bwd, memory a forward keeps beyond its output), in MiB."""
     if device != "cuda":
         return float("nan"), float("nan")
-    x.grad = None
+    # The warm-up's gradients would be accumulated into instead of allocated, hiding their memory.
+    for tensor in (x, *layer.parameters()):
+        tensor.grad = None
     torch.cuda.synchronize()
     start = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
@@ -243,6 +247,9 @@ def bench_layer(args, env: dict, provider: str, in_features: int, out_features: 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     providers = list(args.providers)
+    if args.mixing != "router" and "naive_hydra" in providers:
+        providers.remove("naive_hydra")
+        print(f"skipping naive_hydra: the official loop has only a router on x, not {args.mixing}", file=sys.stderr)
     if args.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         dropped = [p for p in providers if p.startswith("triton")]
         providers = [p for p in providers if not p.startswith("triton")]

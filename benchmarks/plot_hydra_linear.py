@@ -1,8 +1,10 @@
 """Draw benchmarks/results/hydra_linear.csv: time against head count, one panel per shape and M.
 
 Rows are taken from one device (default: the device of the newest row that is not a CPU smoke
-run), one mode (default fwd+bwd) and, per (provider, shape, M, N), the newest measurement.
-    python benchmarks/plot_hydra_linear.py [--csv PATH] [--out PNG] [--mode fwd+bwd] [--device NAME]
+run), one mode (default fwd+bwd), one sweep's mixing (default router) and, per (provider, shape,
+M, N), the newest measurement.
+    python benchmarks/plot_hydra_linear.py [--csv PATH] [--out PNG] [--mode fwd+bwd] [--mixing router]
+                                           [--device NAME]
 """
 
 from __future__ import annotations
@@ -28,17 +30,17 @@ STYLE = {  # provider: (colour, line style)
 }
 
 
-def latest_rows(rows: list[dict], device: str, mode: str) -> list[dict]:
-    """The newest row per (provider, shape, tokens, heads) on `device` in `mode`."""
+def latest_rows(rows: list[dict], device: str, mode: str, mixing: str) -> list[dict]:
+    """The newest row per (provider, shape, tokens, heads) on `device` in `mode` from `mixing` sweeps."""
     newest = {}
     for row in sorted(rows, key=lambda r: r["date"]):
-        if row["device"] == device and row["mode"] == mode:
+        if row["device"] == device and row["mode"] == mode and row["mixing"] == mixing:
             key = (row["provider"], row["in_features"], row["out_features"], row["tokens"], row["heads"])
             newest[key] = row
     return list(newest.values())
 
 
-def plot(csv_path: Path, out_path: Path, mode: str, device: str | None) -> Path:
+def plot(csv_path: Path, out_path: Path, mode: str, mixing: str, device: str | None) -> Path:
     with csv_path.open() as handle:
         rows = list(csv.DictReader(handle))
     if device is None:
@@ -46,10 +48,10 @@ def plot(csv_path: Path, out_path: Path, mode: str, device: str | None) -> Path:
         if not gpu_rows:
             raise SystemExit(f"{csv_path} holds no GPU rows; pass --device to plot a CPU smoke run")
         device = max(gpu_rows, key=lambda r: r["date"])["device"]
-    selected = latest_rows(rows, device, mode)
+    selected = latest_rows(rows, device, mode, mixing)
     panels = sorted({(int(r["in_features"]), int(r["out_features"]), int(r["tokens"])) for r in selected})
     if not panels:
-        raise SystemExit(f"no rows for device {device!r} and mode {mode!r} in {csv_path}")
+        raise SystemExit(f"no rows for device {device!r}, mode {mode!r} and mixing {mixing!r} in {csv_path}")
     shapes = sorted({p[:2] for p in panels})
     token_counts = sorted({p[2] for p in panels})
     figsize = (max(6.0, 4.2 * len(token_counts)), 3.4 * len(shapes) + 0.4)
@@ -78,7 +80,7 @@ def plot(csv_path: Path, out_path: Path, mode: str, device: str | None) -> Path:
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"HydraLinear {mode} on {device}", fontsize=10)
+    fig.suptitle(f"HydraLinear {mode}, {mixing} mixing, on {device}", fontsize=10)
     fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=120)
@@ -91,9 +93,11 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--csv", type=Path, default=RESULTS / "hydra_linear.csv")
     parser.add_argument("--out", type=Path, default=RESULTS / "hydra_linear.png")
     parser.add_argument("--mode", default="fwd+bwd", choices=("fwd", "bwd", "fwd+bwd"))
+    parser.add_argument("--mixing", default="router", choices=("router", "router_lora", "per_layer"),
+                        help="the --mixing of the benchmark sweep to draw")
     parser.add_argument("--device", default=None, help="exact device name as in the CSV")
     args = parser.parse_args(argv)
-    out = plot(args.csv, args.out, args.mode, args.device)
+    out = plot(args.csv, args.out, args.mode, args.mixing, args.device)
     print(f"wrote {out}")
     return out
 

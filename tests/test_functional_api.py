@@ -10,6 +10,7 @@ from explicit_math import explicit_hydra, make_layer
 
 import hydralora
 from hydralora.functional import resolve_backend
+from hydralora.kernels import padded_concat_rank
 
 
 def call(layer, x, **mixing):
@@ -86,3 +87,20 @@ def test_auto_backend_sends_cuda_tensors_to_triton_only_in_kernel_dtypes(dtype, 
     monkeypatch.delenv("HYDRALORA_BACKEND", raising=False)
     pytest.importorskip("triton")
     assert resolve_backend(types.SimpleNamespace(is_cuda=True, dtype=dtype)) == expected
+
+
+@pytest.mark.parametrize(("num_heads", "rank", "expected"), [(4, 32, "triton"), (16, 128, "triton"), (12, 128, "triton"),
+                                                             (17, 128, "torch"), (16, 129, "torch")])
+def test_auto_backend_sends_adapters_wider_than_the_kernels_to_the_reference(num_heads, rank, expected, monkeypatch):
+    """Heads and rank are padded to powers of two (rank to at least 16); past 2048 columns the heads
+    backward no longer fits a GPU's shared memory, so such adapters run the reference."""
+    monkeypatch.delenv("HYDRALORA_BACKEND", raising=False)
+    pytest.importorskip("triton")
+    x = types.SimpleNamespace(is_cuda=True, dtype=torch.bfloat16)
+    assert resolve_backend(x, num_heads=num_heads, rank=rank) == expected
+
+
+@pytest.mark.parametrize(("num_heads", "rank", "padded"), [(1, 1, 16), (3, 8, 64), (4, 32, 128), (5, 33, 512),
+                                                           (16, 128, 2048)])
+def test_padded_concat_rank(num_heads, rank, padded):
+    assert padded_concat_rank(num_heads, rank) == padded

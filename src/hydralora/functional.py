@@ -1,7 +1,8 @@
 """`hydra_linear`: the functional HydraLoRA linear that `HydraLinear` calls, with a backend switch.
 
 Backends: "torch" (the plain reference, also the CPU path) and "triton" (fused kernels). The
-default "auto" picks Triton for fp32/fp16/bf16 CUDA tensors when Triton imports, else the reference. The
+default "auto" picks Triton for fp32/fp16/bf16 CUDA tensors when Triton imports and the adapter is
+no wider than the kernels hold (`fits_kernels`: N x r up to 2048 padded), else the reference. The
 environment variable HYDRALORA_BACKEND=torch|triton|auto or `set_backend` forces one; CI sets
 triton together with TRITON_INTERPRET=1 to run the kernels on the CPU.
 """
@@ -13,7 +14,7 @@ import os
 
 import torch
 
-from hydralora.kernels import KERNEL_DTYPES
+from hydralora.kernels import KERNEL_DTYPES, fits_kernels
 from hydralora.kernels.reference import hydra_linear_torch
 
 BACKENDS = ("auto", "torch", "triton")
@@ -28,13 +29,15 @@ def set_backend(name: str | None) -> None:
     _forced_backend = name
 
 
-def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
-    """The backend a call on `x` runs: the argument, else set_backend, else HYDRALORA_BACKEND."""
+def resolve_backend(x: torch.Tensor, backend: str | None = None, num_heads: int = 1, rank: int = 1) -> str:
+    """The backend a call on `x` (with N = `num_heads` heads of rank `rank`) runs: the argument,
+    else set_backend, else HYDRALORA_BACKEND."""
     name = backend or _forced_backend or os.environ.get("HYDRALORA_BACKEND", "auto")
     if name not in BACKENDS:
         raise ValueError(f"HydraLoRA backend must be one of {BACKENDS}, got {name!r}")
     if name == "auto":
-        return "triton" if (x.is_cuda and x.dtype in KERNEL_DTYPES and _triton_available()) else "torch"
+        kernels_apply = x.is_cuda and x.dtype in KERNEL_DTYPES and fits_kernels(num_heads, rank)
+        return "triton" if kernels_apply and _triton_available() else "torch"
     return name
 
 
@@ -95,7 +98,7 @@ def hydra_linear(
     for the per-token softmax router; head_weights win when both are given. Returns y (..., d)
     and the router's fp32 probabilities (..., N) (None without a router).
     """
-    num_heads, d, _ = lora_B.shape
+    num_heads, d, rank = lora_B.shape
     lead_shape = x.shape[:-1]
     x2d = x.reshape(-1, x.shape[-1])
     if head_weights is not None:
@@ -105,7 +108,7 @@ def hydra_linear(
         raise ValueError("hydra_linear needs head_weights or router_weight")
     args = (x2d, weight, bias, lora_A, lora_B, scale, head_weights, router_weight, router_on_lora,
             temperature, dropout_p, training)
-    if resolve_backend(x, backend) == "triton":
+    if resolve_backend(x, backend, num_heads, rank) == "triton":
         from hydralora.kernels.hydra_linear import hydra_linear_triton
 
         y, probs = hydra_linear_triton(*args)

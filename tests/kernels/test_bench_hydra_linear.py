@@ -48,6 +48,19 @@ def test_cpu_smoke_run_appends_rows_and_plots(tmp_path):
         plot.main(["--csv", str(out), "--out", str(tmp_path / "refused.png")])
     png = plot.main(["--csv", str(out), "--out", str(tmp_path / "plot.png"), "--device", rows[0]["device"]])
     assert png.stat().st_size > 0
+    with pytest.raises(SystemExit, match="mixing 'per_layer'"):  # a sweep of another mixing is not drawn
+        plot.main(["--csv", str(out), "--out", str(tmp_path / "x.png"), "--device", rows[0]["device"],
+                   "--mixing", "per_layer"])
+
+
+def test_the_official_loop_is_left_out_of_sweeps_it_cannot_run(tmp_path, capsys):
+    """naive_hydra has only a router on x: a per-layer sweep must not label it per_layer."""
+    bench = load_script("bench_hydra_linear")
+    out = tmp_path / "hydra_linear.csv"
+    rows = bench.main(["--device", "cpu", "--quick", "--csv", str(out), "--modes", "fwd", "--heads", "2",
+                       "--mixing", "per_layer", "--providers", "naive_hydra", "torch_hydra"])
+    assert [(r["provider"], r["mixing"]) for r in rows] == [("torch_hydra", "per_layer")]
+    assert "skipping naive_hydra" in capsys.readouterr().err
 
 
 def test_cpu_run_refuses_the_gpu_results_file():

@@ -22,7 +22,7 @@ from hydra_kernel_cases import (
 )
 
 from hydralora.functional import hydra_linear
-from hydralora.kernels.hydra_linear import hydra_linear_triton
+from hydralora.kernels.hydra_linear import hydra_linear_triton, with_32bit_column_offsets
 from hydralora.kernels.reference import hydra_linear_torch
 
 SHAPES = [
@@ -57,16 +57,31 @@ def test_outputs_and_grads_match_reference(shape, mixing, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION], ids=str)
-@pytest.mark.parametrize("mixing", ["router_x", "per_token"])
+@pytest.mark.parametrize("mixing", mixings_for(SHAPES[1]))
 def test_without_bias(mixing, dtype):
-    assert_matches_reference(make_inputs(SHAPES[0], mixing, dtype, bias=False), mixing)
+    assert_matches_reference(make_inputs(SHAPES[1], mixing, dtype, bias=False), mixing)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION], ids=str)
 @pytest.mark.parametrize("x_layout", ["transposed", "strided"])
 @pytest.mark.parametrize("mixing", ["router_x", "router_lora", "per_token"])
-def test_non_contiguous_x(mixing, x_layout):
-    inputs = make_inputs(SHAPES[0], mixing, torch.float32, x_layout=x_layout)
+def test_non_contiguous_x(mixing, x_layout, dtype):
+    inputs = make_inputs(SHAPES[0], mixing, dtype, x_layout=x_layout)
     assert not inputs["x"].is_contiguous()
+    assert_matches_reference(inputs, mixing)
+
+
+@pytest.mark.parametrize(("mixing", "frozen"), [
+    ("per_token", ("head_weights",)),          # fixed head weights: no d omega is asked for
+    ("router_x", ("x",)),                      # the first layer: no dx
+    ("router_x", ("lora_A", "lora_B")),        # only the router trains (dA skipped, its dWg kept)
+    ("router_lora", ("lora_A", "router_weight")),
+])
+def test_partly_frozen_inputs(mixing, frozen):
+    """Each gradient the backward skips must leave the others exact."""
+    inputs = make_inputs(SHAPES[0], mixing, torch.float32)
+    for name in frozen:
+        inputs[name].requires_grad_(False)
     assert_matches_reference(inputs, mixing)
 
 
@@ -173,6 +188,25 @@ def test_autocast_casts_like_f_linear(mixing, x_dtype):
     expected = outputs_and_grads(hydra_linear_triton, cast, mixing)
     for name, value in expected.items():
         assert torch.equal(got[name].to(value.dtype), value), name
+
+
+def test_an_adapter_wider_than_the_kernels_is_refused_with_the_way_out():
+    inputs = make_inputs(SHAPES[0], "per_token", torch.float32)
+    rank = inputs["lora_B"].shape[2]
+    wide = 2048 // 16 + 1  # r = 8 runs as 16 columns; 129 heads as 256
+    inputs["lora_B"] = inputs["lora_B"].new_zeros(wide, inputs["lora_B"].shape[1], rank)
+    inputs["head_weights"] = inputs["x"].new_ones(*inputs["x"].shape[:-1], wide)
+    with pytest.raises(ValueError, match=f"{inputs['lora_B'].shape[0]} heads of r={rank}.*backend='torch'"):
+        run_hydra(hydra_linear_triton, inputs, "per_token")
+
+
+def test_column_major_operands_past_32_bit_offsets_are_made_contiguous():
+    """Column offsets are 32-bit in the kernels: such an x or dy is copied row-major first (a meta
+    tensor stands for the 2^31-element matrix)."""
+    far = torch.empty_strided((2, 3), (1, 2**30), device="meta")
+    assert with_32bit_column_offsets(far).stride() == (3, 1)
+    near = torch.empty_strided((2, 3), (1, 2), device="meta")
+    assert with_32bit_column_offsets(near).stride() == (1, 2)  # non-contiguous, yet within reach: kept
 
 
 def test_float64_is_refused_with_the_way_out():

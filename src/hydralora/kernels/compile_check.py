@@ -5,7 +5,10 @@ layout, shared-memory or dot-shape errors would first show on a GPU. This lowers
 each flag variant, to a cubin for the given architecture with the specialisations a real launch
 gets (unit inner strides, 16-byte aligned pointers and sizes), and prints its shared memory and
 whether its loops use wgmma (Hopper tensor cores) and asynchronous copies (software pipelining).
-It needs Triton's NVIDIA backend and ptxas, not a GPU, and must run without TRITON_INTERPRET.
+It also compiles the heads backward for the widest adapter the dispatcher sends to the kernels
+(`MAX_CONCAT_RANK`) with the tiles the autotuner keeps, and fails if none fits the architecture's
+shared memory. It needs Triton's NVIDIA backend and ptxas, not a GPU, and must run without
+TRITON_INTERPRET.
 
     python -m hydralora.kernels.compile_check [--arch 90] [--dtype bf16] [--all-configs]
 """
@@ -20,7 +23,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from hydralora.kernels import backward_heads, backward_input, backward_weights, dropout, fused_forward, shrink, tiling
+from hydralora.kernels import MAX_CONCAT_RANK, backward_heads, backward_input, backward_weights, dropout, fused_forward, shrink, tiling
 
 INT_ARGS = {"M", "N", "K", "R", "NUM_HEADS", "num_splits", "seed"}
 FLOAT_ARGS = {"scale", "inv_temperature", "dropout_p"}
@@ -44,6 +47,9 @@ KERNELS = {
     "dropout_mask": (dropout.dropout_keep_mask_kernel, set(), set()),
 }
 SHAPE_CONSTANTS = {"R_PAD": 32, "G_PAD": 16, "H_PAD": 4, "HEADS_PER_BLOCK": 4}
+WIDEST_HEADS = {"H_PAD": 16, "R_PAD": MAX_CONCAT_RANK // 16}
+# Shared memory one block may opt into, in bytes (CUDA's per-architecture limits).
+SHARED_MEMORY_LIMIT = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 
 
 def variants() -> list[tuple[str, dict, list[triton.Config]]]:
@@ -72,13 +78,14 @@ def jit_function(kernel) -> triton.runtime.jit.JITFunction:
     return kernel
 
 
-def compile_kernel(name: str, flags: dict, config: triton.Config, dtype: str, arch: int):
+def compile_kernel(name: str, flags: dict, config: triton.Config, dtype: str, arch: int, shapes: dict | None = None):
     kernel, fp32_pointers, unit_strides = KERNELS[name]
     fn = jit_function(kernel)
     constants = {**flags, **config.kwargs}
     if "DOT_PRECISION" in fn.arg_names:
         constants["DOT_PRECISION"] = "ieee" if dtype == "fp32" else "tf32"
-    constants.update({name: value for name, value in SHAPE_CONSTANTS.items() if name in fn.arg_names})
+    shapes = {**SHAPE_CONSTANTS, **(shapes or {})}
+    constants.update({name: value for name, value in shapes.items() if name in fn.arg_names})
     constants.update({arg: 1 for arg in unit_strides})
     signature, aligned = {}, {}
     for index, arg in enumerate(fn.arg_names):
@@ -121,8 +128,31 @@ def main(argv: list[str] | None = None) -> int:
             ir = compiled.asm["ttgir"]
             print(f"ok   {label}  shared={compiled.metadata.shared}B wgmma={'warp_group_dot ' in ir} "
                   f"async_copy={'async_copy_global_to_local' in ir}")
+    failures += not widest_heads_backward_fits(args.dtype, args.arch)
     print(f"{failures} failures")
     return 1 if failures else 0
+
+
+def widest_heads_backward_fits(dtype: str, arch: int) -> bool:
+    """Whether one of the tiles the autotuner keeps for the widest adapter fits shared memory."""
+    width = WIDEST_HEADS["H_PAD"] * WIDEST_HEADS["R_PAD"]
+    kept = tiling.prune_row_blocks(lambda kw: kw["H_PAD"] * kw["R_PAD"])(tiling.row_pass_configs(), {}, **WIDEST_HEADS)
+    limit = SHARED_MEMORY_LIMIT.get(arch)
+    flags = dict(HAS_ROUTER=True, ROUTER_ON_LORA=False, HAS_GRAD_PROBS=True, WRITE_D_OMEGA=False)
+    fitting = 0
+    for config in kept:
+        label = f"heads_bwd    width {width} {config.kwargs} warps={config.num_warps} stages={config.num_stages}"
+        try:
+            shared = compile_kernel("heads_bwd", flags, config, dtype, arch, WIDEST_HEADS).metadata.shared
+        except Exception as error:
+            print(f"no   {label}\n     {type(error).__name__}: {str(error).splitlines()[0][:300]}")
+            continue
+        fits = limit is None or shared <= limit
+        fitting += fits
+        print(f"{'ok  ' if fits else 'no  '} {label}  shared={shared}B (limit {limit}B)")
+    if not fitting:
+        print(f"FAIL the widest adapter ({width} columns) fits no kept tile on sm_{arch}")
+    return fitting > 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import os
 import torch
 from torch.autograd.function import once_differentiable
 
-from hydralora.kernels import KERNEL_DTYPES
+from hydralora.kernels import KERNEL_DTYPES, MAX_CONCAT_RANK, fits_kernels, padded_concat_rank
 from hydralora.kernels.backward_heads import hydra_heads_backward
 from hydralora.kernels.backward_input import hydra_fused_grad_input
 from hydralora.kernels.backward_weights import hydra_lora_a_backward, hydra_lora_b_backward
@@ -79,6 +79,7 @@ class HydraLinearFunction(torch.autograd.Function):
     @once_differentiable  # the kernels' backward is not itself differentiable: double backward errors
     def backward(ctx, grad_y, grad_probs):
         x, weight, lora_a, lora_b, router, s, omega = ctx.saved_tensors
+        grad_y = None if grad_y is None else with_32bit_column_offsets(grad_y)
         a_dtype, b_dtype, router_dtype, head_weights_dtype = ctx.param_dtypes
         need_x, need_w, need_bias, need_a, need_b, need_head_weights, need_router = ctx.needs_input_grad[:7]
         if grad_y is None:  # only the probabilities reached the loss
@@ -114,6 +115,15 @@ class HydraLinearFunction(torch.autograd.Function):
         )
 
 
+def with_32bit_column_offsets(matrix: torch.Tensor) -> torch.Tensor:
+    """`matrix`, made contiguous if its column offsets pass 2^31 elements.
+
+    The kernels address rows in 64 bits and columns in 32: only a column-major x or dy of over
+    2^31 elements gets there.
+    """
+    return matrix.contiguous() if (matrix.shape[1] - 1) * matrix.stride(1) >= 2**31 else matrix
+
+
 def hydra_linear_triton(
     x2d: torch.Tensor,
     weight: torch.Tensor,
@@ -142,10 +152,13 @@ def hydra_linear_triton(
         bias = None if bias is None else bias.to(dtype)
     if x2d.dtype not in KERNEL_DTYPES:
         raise TypeError(f"the Triton backend runs {KERNEL_DTYPES}, got x in {x2d.dtype}; use backend='torch'")
-    if (x2d.shape[1] - 1) * x2d.stride(1) >= 2**31:
-        # column offsets are 32-bit in the kernels (row offsets are 64-bit); only a column-major
-        # x of over 2^31 elements gets there
-        x2d = x2d.contiguous()
+    num_heads, _, rank = lora_B.shape
+    if not fits_kernels(num_heads, rank):
+        raise ValueError(
+            f"the Triton backend holds heads x rank up to {MAX_CONCAT_RANK} (padded to powers of two), got "
+            f"{num_heads} heads of r={rank} ({padded_concat_rank(num_heads, rank)}); use backend='torch'"
+        )
+    x2d = with_32bit_column_offsets(x2d)
     active_dropout = dropout_p if training else 0.0
     # Triton launches on the current CUDA device: make it x's (a model on cuda:1 while cuda:0 is current)
     device_guard = torch.cuda.device(x2d.device) if x2d.is_cuda else contextlib.nullcontext()
