@@ -5,6 +5,7 @@ Decoding streams frame by frame so a two-hour file never sits in memory.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -103,12 +104,15 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps
     return path
 
 
-def write_decoded_video(path: str | Path, frames: Sequence[av.VideoFrame], fps: float, crf: int = 18,
-                        preset: str = "veryfast") -> Path:
-    """Encode decoded frames (any pixel format, all one size) as H.264 mp4, with no RGB round trip.
+def write_decoded_video(path: str | Path, frames: Sequence[av.VideoFrame], fps: float, encoder: str = "libx264",
+                        options: dict[str, str] | None = None) -> Path:
+    """Encode decoded frames (any pixel format, all one size) as yuv420p mp4, with no RGB round trip.
 
-    Frames are re-timed at a constant `fps`. An odd width or height is rounded down to even
-    (yuv420p needs even sizes), which the encoder does by scaling.
+    `encoder` is any FFmpeg video encoder PyAV has (libx264, libx265, h264_nvenc, ...), opened with
+    `options` (its AVOptions, e.g. {"crf": "20", "preset": "superfast"}); an option the encoder
+    does not know raises ValueError rather than being ignored. Frames are re-timed at a constant
+    `fps`. An odd width or height is rounded down to even (yuv420p needs even sizes), which the
+    encoder does by scaling.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,10 +120,10 @@ def write_decoded_video(path: str | Path, frames: Sequence[av.VideoFrame], fps: 
         raise ValueError(f"{path}: no frames to write")
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=rate)
+        stream = container.add_stream(encoder, rate=rate)
         stream.width, stream.height = frames[0].width // 2 * 2, frames[0].height // 2 * 2
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": preset}
+        stream.options = dict(options or {})
         for number, frame in enumerate(frames):
             if frame.format.name != "yuv420p" or (frame.width, frame.height) != (stream.width, stream.height):
                 frame = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
@@ -127,8 +131,32 @@ def write_decoded_video(path: str | Path, frames: Sequence[av.VideoFrame], fps: 
             frame.pts = number
             frame.time_base = 1 / rate
             container.mux(stream.encode(frame))
+            if number == 0 and stream.codec_context.options:
+                # Opening the encoder consumed the options it knows; FFmpeg silently drops the rest.
+                raise ValueError(f"{encoder} has no option {', '.join(sorted(stream.codec_context.options))}")
         container.mux(stream.encode())
     return path
+
+
+def check_encoder(encoder: str, options: dict[str, str] | None = None) -> None:
+    """Encode two small frames with `encoder` and `options`; ValueError saying why if that fails
+    (an unknown encoder, no yuv420p, a bad or unknown option, a hardware encoder without its device)."""
+    if encoder not in av.codecs_available:
+        raise ValueError(f"{encoder}: no such encoder in this FFmpeg (PyAV {av.__version__})")
+    codec = av.codec.Codec(encoder, "w")
+    if codec.type != "video":
+        raise ValueError(f"{encoder}: not a video encoder")
+    if "yuv420p" not in {f.name for f in codec.video_formats or ()}:
+        raise ValueError(f"{encoder}: does not encode yuv420p")
+    blank = [av.VideoFrame(256, 144, "yuv420p") for _ in range(2)]
+    for frame in blank:
+        for plane in yuv420_planes(frame):
+            plane[:] = 128
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            write_decoded_video(Path(scratch) / "check.mp4", blank, fps=24, encoder=encoder, options=options)
+        except (av.error.FFmpegError, OSError) as error:
+            raise ValueError(f"{encoder} with options {options or {}} cannot encode: {error}") from None
 
 
 def write_gif(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float) -> Path:

@@ -21,6 +21,13 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def _encoder_option(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not (key and equals):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as cq=20, got {text!r}")
+    return key, value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", help="video files and/or folders (searched recursively)")
     parser.add_argument("--file-list", help="a text file with one input path per line")
@@ -34,9 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clips.add_argument("--min-shot-frames", type=int, default=15)
     clips.add_argument("--fps", type=float, help="write clips at this frame rate (default: the source's)")
     clips.add_argument("--resize", type=_size, metavar="WxH", help="scale to cover WxH and centre-crop (default: keep)")
-    clips.add_argument("--crf", type=int, default=20, help="libx264 quality of written clips (lower: better, larger)")
-    clips.add_argument("--preset", default="superfast",
-                       help="libx264 speed preset of written clips (ultrafast: ~1.5x faster again, ~2.5x the bytes)")
+    clips.add_argument("--crf", type=int, help="libx264/libx265 quality of written clips (default 20; lower: better, larger)")
+    clips.add_argument("--preset", help="libx264/libx265 speed preset of written clips (default superfast; "
+                                        "ultrafast: ~1.5x faster again, ~2.5x the bytes)")
+    clips.add_argument("--encoder", default="libx264",
+                       help="FFmpeg video encoder of written clips, e.g. libx265 or h264_nvenc (NVIDIA hardware)")
+    clips.add_argument("--encoder-option", type=_encoder_option, action="append", default=[], metavar="KEY=VALUE",
+                       help="an option of --encoder, repeatable (h264_nvenc: preset=p4, rc=vbr, cq=20)")
     selection = parser.add_argument_group("selection: S = alpha*flow + (1-alpha)*aesthetic >= theta")
     selection.add_argument("--alpha", type=float, default=0.7)
     selection.add_argument("--theta", type=float, default=10.0)
@@ -80,15 +91,19 @@ def check_model_paths(args: argparse.Namespace) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from ptta.curate.settings import CurateSettings
+    from ptta.curate.settings import CRF_ENCODERS, CurateSettings
 
+    rate_control = {name: value for name, value in (("crf", args.crf), ("preset", args.preset)) if value is not None}
+    if rate_control and args.encoder not in CRF_ENCODERS:
+        raise ValueError(f"--crf and --preset are options of {' and '.join(CRF_ENCODERS)}; give {args.encoder} "
+                         "its own with --encoder-option KEY=VALUE")
     return CurateSettings(
         min_clip_seconds=args.min_clip_seconds, max_clip_seconds=args.max_clip_seconds, detector=args.detector,
         cut_threshold=args.cut_threshold, min_shot_frames=args.min_shot_frames, alpha=args.alpha,
         theta=args.theta, min_flow=args.min_flow, max_flow=args.max_flow, min_aesthetic=args.min_aesthetic,
         aesthetic=args.aesthetic, aesthetic_clip=args.aesthetic_clip, aesthetic_head=args.aesthetic_head,
         aesthetic_frames=args.aesthetic_frames, device=args.device, out_fps=args.fps, out_size=args.resize,
-        crf=args.crf, preset=args.preset, max_pixels=args.max_pixels,
+        max_pixels=args.max_pixels, encoder=args.encoder, encoder_options=dict(args.encoder_option), **rate_control,
     )  # fmt: skip
 
 
@@ -101,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from ptta.curate.pipeline import check_settings, curate_videos, videos_to_curate
     from ptta.curate.probe import find_videos, read_file_list, video_id
     from ptta.curate.records import read_video_records
+    from ptta.video_io import check_encoder
 
     out_dir = Path(args.out)
     try:
@@ -110,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("no inputs: give video files or folders, or --file-list")
         videos = find_videos(inputs)
         check_model_paths(args)
+        check_encoder(settings.encoder, settings.encoder_open_options())
         check_settings(out_dir, settings)
         mine, todo = videos_to_curate(videos, out_dir, args.num_shards, args.shard_index, args.retry_failed)
     except (ValueError, FileNotFoundError) as error:

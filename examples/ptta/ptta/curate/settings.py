@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+
+# The encoders --crf and --preset are options of; any other encoder takes --encoder-option only.
+CRF_ENCODERS = ("libx264", "libx265")
+DEFAULT_ENCODER = "libx264"
 
 # Bumped when the code changes what a video's clips look like, so that a resumed run never mixes
 # old and new clips. 2: rotation and mirroring applied, square pixels, explicit colour range,
@@ -39,6 +43,9 @@ class CurateSettings:
     # Bunny) for 1.5x less encoding CPU and 1.4x the bytes; encoding is most of a run's cost.
     crf: int = 20
     preset: str = "superfast"
+    # Any FFmpeg video encoder (h264_nvenc moves the encoding off the CPU) and its own AVOptions.
+    encoder: str = DEFAULT_ENCODER
+    encoder_options: dict[str, str] = field(default_factory=dict)
     # Input limits.
     max_pixels: int = 4096 * 2160
 
@@ -62,6 +69,13 @@ class CurateSettings:
             raise ValueError(f"--fps must be > 0, got {self.out_fps}")
         if self.out_size is not None and (min(self.out_size) < 2 or any(side % 2 for side in self.out_size)):
             raise ValueError(f"--resize needs even sizes of at least 2 (H.264 yuv420p), got {self.out_size}")
+        if not all(isinstance(k, str) and isinstance(v, str) and k for k, v in self.encoder_options.items()):
+            raise ValueError(f"--encoder-option takes KEY=VALUE strings, got {self.encoder_options}")
+
+    def encoder_open_options(self) -> dict[str, str]:
+        """What the clip encoder is opened with: crf and preset for libx264/libx265, then --encoder-option."""
+        rate_control = {"crf": str(self.crf), "preset": self.preset} if self.encoder in CRF_ENCODERS else {}
+        return {**rate_control, **self.encoder_options}
 
     def results_fingerprint(self) -> dict:
         """The settings that change which clips a video yields and how they score and look.
@@ -69,6 +83,9 @@ class CurateSettings:
         A resumed run must use the same ones, or finished videos would disagree with new ones.
         """
         chosen = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "device"}
+        if self.encoder == DEFAULT_ENCODER and not self.encoder_options:
+            # Left out at their defaults, so that folders begun before these settings existed resume.
+            del chosen["encoder"], chosen["encoder_options"]
         return {**chosen, "clip_format_version": CLIP_FORMAT_VERSION}
 
     def to_dict(self) -> dict:

@@ -72,7 +72,8 @@ class VideoCurator:
         info, error, frames_decoded = None, None, 0
         try:
             info = probe_video(path, self.settings.max_pixels)
-            writer = BackgroundClipWriter(self.out_dir, self.settings.out_size, self.settings.crf, self.settings.preset)
+            writer = BackgroundClipWriter(self.out_dir, self.settings.out_size, self.settings.encoder,
+                                          self.settings.encoder_open_options())
             with writer:
                 frames_decoded, seconds = self._decode_and_cut(path, vid, info, clips, warnings, writer)
             if info.duration and seconds < TRUNCATION_RATIO * info.duration - 0.5:
