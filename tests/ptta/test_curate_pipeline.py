@@ -56,6 +56,24 @@ def test_cuts_are_found_within_one_frame_and_no_clip_spans_one(curated):
         (0, 0.0, 4.5), (1, 4.5, 8.5), (2, 8.5, 13.0), (4, 15.0, 20.0), (4, 20.0, 25.0)]  # fmt: skip
 
 
+@pytest.mark.parametrize("detector", ["content", "adaptive"])
+def test_a_cut_right_after_a_short_shot_is_kept(tmp_path, detector):
+    """A 6- and a 10-frame shot (a flash, an insert): the cuts on both sides of each are found,
+    so no clip spans one (PySceneDetect's min_scene_len of 15 used to drop the second cut)."""
+    shots = [ShotSpec(4.0, speed=0.6), ShotSpec(0.25, speed=0.6), ShotSpec(4.5, speed=0.6),
+             ShotSpec(10 / FPS, speed=0.6), ShotSpec(4.0, speed=0.6)]
+    truth = make_animation_video(tmp_path / "in" / "short.mp4", shots, fps=FPS, size=(160, 90), seed=4)
+    out = tmp_path / "out"
+    assert run_command("ptta.curate.command", [str(tmp_path / "in"), "--out", str(out), "--no-progress",
+                                               "--detector", detector, "--theta", "0"]) == 0
+    cut_times = [frame / FPS for frame in truth.cut_frames]
+    rows = read_manifest(out)
+    spans = [t for r in rows for t in (r["start"], r["end"])]
+    assert spans == pytest.approx([0.0, 4.0, 4.25, 8.75, 8.75 + 10 / FPS, 12.75 + 10 / FPS], abs=1e-3)
+    for row in rows:
+        assert not any(row["start"] + 1 / FPS < cut < row["end"] - 1 / FPS for cut in cut_times), row
+
+
 def test_static_shot_is_rejected_and_moving_shots_are_kept(curated):
     _, out, _ = curated
     rows = read_manifest(out)

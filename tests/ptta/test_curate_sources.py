@@ -191,6 +191,29 @@ def test_the_real_video_stream_is_curated_not_a_still_picture(tmp_path):
     assert curate(song, tmp_path / "out")["error"] == "no video stream (contains: audio, cover picture)"
 
 
+@pytest.mark.parametrize("container_format", ["mkv", "mp4"])
+def test_audio_that_outlasts_the_picture_does_not_make_the_video_truncated(tmp_path, container_format):
+    """Matroska has no duration on the video stream, and the file's is the longest stream's: 1 s of
+    picture under 3 s of sound is a whole 1 s video, not one decoded to a third."""
+    path = tmp_path / f"credits.{container_format}"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("aac", rate=44100)
+        for rgb in moving_square(FPS):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(video.encode())
+        for index in range(3 * 44100 // 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, index * 1024
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode())
+    record = curate(path, tmp_path / "out")
+    assert record["error"] is None
+    assert record["info"]["duration"] == pytest.approx(1.0, abs=0.05)
+    assert len(record["clips"]) == 1
+
+
 def test_a_raw_h264_stream_without_timestamps_is_timed_at_its_coded_rate(tmp_path):
     source = encode(tmp_path / "camera.h264", moving_square(36), container_format="h264")
     record = curate(source, tmp_path / "out")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -22,6 +22,9 @@ import numpy as np
 from ptta.curate.clips import TIMESTAMP_TOLERANCE
 from ptta.curate.frames import cover_crop
 from ptta.video_io import write_decoded_video
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; the package supports 3.10
+    from typing_extensions import Self
 
 
 class ClipWriteError(Exception):

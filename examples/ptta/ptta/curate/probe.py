@@ -149,16 +149,10 @@ def probe_video(path: str | Path, max_pixels: int) -> VideoInfo:
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if not rate or float(rate) <= 0:
             raise InputError("video stream has no frame rate")
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        else:
-            duration = None
         return VideoInfo(
             path=str(path),
             size_bytes=size,
-            duration=duration,
+            duration=_video_duration(container, stream),
             fps=float(rate),
             width=width,
             height=height,
@@ -192,6 +186,29 @@ def curated_size(source_width: int, source_height: int, sample_aspect_ratio: Fra
         width = max(2, 2 * round(source_width * sample_aspect_ratio / 2))
     height = source_height // 2 * 2
     return (height, width) if rotation % 180 else (width, height)
+
+
+def _video_duration(container, stream) -> float | None:
+    """Seconds of the video stream, None when nothing states them.
+
+    Matroska keeps no duration on the stream but writers tag it (DURATION=00:00:06.000000000);
+    the container's own duration is the longest stream's, so it stands for the video only when
+    there is no other stream (an audio track that outlasts the picture would make the video look
+    truncated).
+    """
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    tag = next((v for k, v in stream.metadata.items() if k.lower() == "duration"), None)
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            pass  # an unreadable tag states nothing
+    others = [s for s in container.streams if s.index != stream.index and not _is_cover(s)]
+    if container.duration is not None and not others:
+        return container.duration / av.time_base
+    return None
 
 
 def _is_cover(stream: av.stream.Stream) -> bool:

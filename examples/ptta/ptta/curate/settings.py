@@ -22,7 +22,9 @@ class CurateSettings:
     # Shot detection: "content" / "adaptive" (PySceneDetect) or "transnetv2" (optional package).
     detector: str = "content"
     cut_threshold: float = 27.0  # ContentDetector threshold (adaptive: its adaptive_threshold is 3)
-    min_shot_frames: int = 15
+    # PySceneDetect's min_scene_len: a cut within this many frames of the previous one is dropped,
+    # and a clip may then span it. 1 keeps every cut; shots too short for a clip yield none anyway.
+    min_shot_frames: int = 1
     transnet_threshold: float = 0.5
     # Selection: S = alpha * flow + (1 - alpha) * aesthetic >= theta (paper: 0.7, 10).
     alpha: float = 0.7
@@ -59,6 +61,8 @@ class CurateSettings:
             raise ValueError(f"--alpha must lie in [0, 1], got {self.alpha}")
         if self.detector not in ("content", "adaptive", "transnetv2"):
             raise ValueError(f"--detector must be content, adaptive or transnetv2, got {self.detector!r}")
+        if self.min_shot_frames < 1:
+            raise ValueError(f"--min-shot-frames must be >= 1, got {self.min_shot_frames}")
         if self.aesthetic not in ("proxy", "laion"):
             raise ValueError(f"--aesthetic must be proxy or laion, got {self.aesthetic!r}")
         if self.aesthetic == "laion" and not (self.aesthetic_clip and self.aesthetic_head):
