@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from ptta.curate.aesthetic import ImageStatisticsProxyScorer
-from ptta.curate.probe import find_videos
+from ptta.curate.probe import find_videos, probe_video
 from ptta.curate.settings import CurateSettings
+from ptta.curate.source import iter_curation_frames
 from ptta.curate.video_task import VideoCurator
 from ptta.video_io import yuv420_planes
 
@@ -212,6 +213,28 @@ def test_audio_that_outlasts_the_picture_does_not_make_the_video_truncated(tmp_p
     assert record["error"] is None
     assert record["info"]["duration"] == pytest.approx(1.0, abs=0.05)
     assert len(record["clips"]) == 1
+
+
+def test_a_damaged_stretch_loses_its_frames_not_the_rest_of_the_video(tmp_path):
+    """300 scrambled bytes halfway through 10 s: the decoder rejects some packets; the video goes
+    on from the next keyframe (one a second here), and no clip runs across the gap."""
+    path = encode(tmp_path / "damaged.mp4", moving_square(10 * FPS),
+                  configure=lambda stream: setattr(stream.codec_context, "gop_size", FPS))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 300] = np.random.default_rng(0).integers(0, 256, 300, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    record = curate(path, tmp_path / "out", min_clip_seconds=1.0, max_clip_seconds=2.0)
+    assert record["error"] is None
+    assert [w for w in record["warnings"] if "damaged stream" in w] == record["warnings"]  # and no VFR warning
+    info = probe_video(path, 10**9)
+    times = [t for t, _, _ in iter_curation_frames(path, info, [])]
+    gaps = [(a, b) for a, b in zip(times, times[1:]) if b - a > 1.5 / FPS]
+    assert len(gaps) == 1 and 9 * FPS <= len(times) < 10 * FPS
+    (lost_from, lost_to) = gaps[0]
+    clips = record["clips"]
+    assert not any(c["start"] <= lost_from and c["end"] > lost_to for c in clips)
+    assert clips[-1]["end"] == pytest.approx(10.0, abs=1e-3)  # the rest of the video was curated
+    assert any(c["start"] == pytest.approx(lost_to, abs=1e-3) for c in clips)  # a clip starts right after the gap
 
 
 def test_a_raw_h264_stream_without_timestamps_is_timed_at_its_coded_rate(tmp_path):

@@ -47,6 +47,19 @@ def test_clips_are_laid_greedily_inside_shots(seconds, cuts_s, expected):
         assert not any(span.first < int(c * fps) <= span.last for c in cuts_s), "a clip contains a cut"
 
 
+def test_a_cut_reported_twice_starts_one_shot():
+    """Lost frames cut at once and the detector reports the same cut later; a cut on a full clip's
+    end is reported three times: each starts one shot, so shot numbers do not skip."""
+    cutter = ClipCutter(1 / 24, 3.0, 5.0, lag_frames=5)
+    spans = []
+    for index in range(24 * 13):
+        reported = {24 * 4: [24 * 4], 24 * 4 + 3: [24 * 4], 24 * 9 + 3: [24 * 9], 24 * 9 + 6: [24 * 9]}.get(index, [])
+        spans += cutter.push(index, index / 24, reported)
+    spans += cutter.finish([24 * 9])
+    assert [(s.shot, round(s.start, 3), round(s.end, 3)) for s in spans] == [(0, 0.0, 4.0), (1, 4.0, 9.0),
+                                                                             (2, 9.0, 13.0)]
+
+
 def test_clip_cutter_waits_for_the_detector_lag_before_closing_a_full_clip():
     cutter = ClipCutter(1 / 24, 3.0, 5.0, lag_frames=20)
     closed_at = None

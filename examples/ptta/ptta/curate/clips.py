@@ -48,6 +48,7 @@ class ClipCutter:
         self._open_first = 0  # first frame of the clip being laid
         self._shot = 0
         self._pending_cuts: list[int] = []
+        self._cuts_applied: set[int] = set()  # a cut reported twice (detector and lost frames) counts once
 
     @property
     def oldest_needed(self) -> int:
@@ -58,12 +59,12 @@ class ClipCutter:
         if index != self._open_first + len(self._times):
             raise ValueError(f"frame indices must be consecutive: expected {self._open_first + len(self._times)}, got {index}")
         self._times.append(time)
-        self._pending_cuts = sorted({*self._pending_cuts, *cuts})
+        self._pending_cuts = sorted({*self._pending_cuts, *cuts} - self._cuts_applied)
         return self._advance(confirmed=index - self._lag)
 
     def finish(self, cuts: list[int]) -> list[ClipSpan]:
         """The stream ended: close everything, including the last shot's remainder."""
-        self._pending_cuts = sorted({*self._pending_cuts, *cuts})
+        self._pending_cuts = sorted({*self._pending_cuts, *cuts} - self._cuts_applied)
         last = self._open_first + len(self._times) - 1
         clips = self._advance(confirmed=last)
         if self._times:
@@ -79,12 +80,14 @@ class ClipCutter:
         while self._times:
             # A cut at or before the clip's first frame (or a repeated one) only starts a new shot.
             while self._pending_cuts and self._pending_cuts[0] <= self._open_first:
-                if self._pending_cuts.pop(0) == self._open_first and self._open_first > 0:
+                cut = self._pending_cuts.pop(0)
+                self._cuts_applied.add(cut)
+                if cut == self._open_first and self._open_first > 0:
                     self._shot += 1
             cut = self._pending_cuts[0] if self._pending_cuts else None
             full = self._max_length_end()
             if cut is not None and (full is None or cut <= full) and cut <= self._open_first + len(self._times) - 1:
-                self._pending_cuts.pop(0)
+                self._cuts_applied.add(self._pending_cuts.pop(0))
                 clips += self._close(cut, self._time(cut))
                 self._shot += 1
             elif full is not None and full <= confirmed:

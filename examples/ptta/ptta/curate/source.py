@@ -19,6 +19,10 @@ limited-range yuv420p, upright, in square pixels and of even size, with times th
 * a frame is timed from its pts unless the pts goes backwards more often than the dts, as in
   FFmpeg's best-effort timestamp (here also counted a few frames ahead): H.264 with B-frames in
   AVI gives decoded frames pts such as 1, 3, 4, 2, 6, 7, 5 while their dts counts up one a frame;
+* a packet the decoder rejects (a damaged stretch of the file) is skipped, as FFmpeg's own tools
+  do, instead of ending the video; frames up to the next keyframe are dropped too (they would
+  show the decoder's concealment smears), and the first frame after the gap is flagged so that
+  no clip runs across it;
 * in a millisecond time base (Matroska, WebM, FLV), a time within SNAP_SECONDS of the nominal
   frame grid is put on it: 23.976 fps frames are stamped 0, 42, 83, 125 ms, and these roundings
   would otherwise make a clip resampled to 24 fps drop and repeat a frame after under 2 s.
@@ -49,8 +53,10 @@ TIMESTAMP_LOOKAHEAD_FRAMES = 8
 FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 
 
-def iter_curation_frames(path: str | Path, info: VideoInfo, warnings: list[str]) -> Iterator[tuple[float, av.VideoFrame]]:
-    """Yield (time in seconds, frame) for the stream `info` describes; warnings are appended as found."""
+def iter_curation_frames(path: str | Path, info: VideoInfo,
+                         warnings: list[str]) -> Iterator[tuple[float, av.VideoFrame, bool]]:
+    """Yield (time in seconds, frame, whether frames were lost just before it) for the stream `info`
+    describes; warnings are appended as found."""
     frame_interval = 1.0 / info.fps
     offset, previous = 0.0, None
     grid_origin = None  # the frame grid starts at the first timestamp (Matroska may start at 7 ms)
@@ -58,7 +64,12 @@ def iter_curation_frames(path: str | Path, info: VideoInfo, warnings: list[str])
         stream = container.streams[info.stream_index]
         stream.thread_type = "AUTO"
         snap_to_grid = stream.time_base >= Fraction(1, 1000)
-        for timestamp, frame in best_effort_timestamps(container.decode(stream)):
+        damaged: set[int] = set()  # ids of the first frames after skipped damage
+        lost_before = False  # frames were lost before the next frame yielded
+        for timestamp, frame in best_effort_timestamps(decode_past_damage(container, stream, damaged, warnings)):
+            if id(frame) in damaged:
+                damaged.discard(id(frame))  # ids are reused once a frame is freed
+                lost_before = True
             if (frame.width, frame.height) != (info.source_width, info.source_height):
                 raise InputError(f"frame size changes mid-stream ({info.source_width}x{info.source_height} -> "
                                  f"{frame.width}x{frame.height})")
@@ -81,7 +92,34 @@ def iter_curation_frames(path: str | Path, info: VideoInfo, warnings: list[str])
             if previous is None and frame.interlaced_frame:
                 warnings.append("interlaced video: curated as is, not deinterlaced (combing shows where things move)")
             previous = time
-            yield time, upright_yuv420p(frame, info)
+            yield time, upright_yuv420p(frame, info), lost_before
+            lost_before = False
+
+
+def decode_past_damage(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                       damaged: set[int], warnings: list[str]) -> Iterator[av.VideoFrame]:
+    """container.decode(stream), except that a packet the decoder rejects is skipped with the frames
+    up to the next keyframe; the id of the frame that resumes is added to `damaged`."""
+    skipped_packets = dropped_frames = 0
+    resyncing = False
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            skipped_packets += 1
+            resyncing = True
+            continue
+        for frame in frames:
+            if resyncing and not frame.key_frame:
+                dropped_frames += 1
+                continue
+            if resyncing:
+                damaged.add(id(frame))
+                resyncing = False
+            yield frame
+    if skipped_packets:
+        warnings.append(f"damaged stream: {skipped_packets} packets the decoder rejected were skipped, with the "
+                        f"{dropped_frames} frames after them up to the next keyframe; no clip spans the gaps")
 
 
 def best_effort_timestamps(frames: Iterator[av.VideoFrame]) -> Iterator[tuple[int | None, av.VideoFrame]]:

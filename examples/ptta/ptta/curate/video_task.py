@@ -106,14 +106,17 @@ class VideoCurator:
         buffer: deque[tuple[int, float, av.VideoFrame]] = deque()
         index, first_time, previous_time = 0, None, None
         shortest, longest = np.inf, 0.0  # frame intervals, to notice variable frame rate
-        for time, frame in iter_curation_frames(path, info, warnings):
-            if previous_time is not None:
+        for time, frame, after_lost_frames in iter_curation_frames(path, info, warnings):
+            if previous_time is not None and not after_lost_frames:
                 shortest, longest = min(shortest, time - previous_time), max(longest, time - previous_time)
             previous_time = time
             first_time = time if first_time is None else first_time
             flow.push(time, frame)
             buffer.append((index, time, frame))
-            for span in cutter.push(index, time, detector.push(index, frame)):
+            cuts = detector.push(index, frame)
+            if after_lost_frames and index > 0:
+                cuts.append(index)  # the picture jumps over the lost frames like a cut
+            for span in cutter.push(index, time, cuts):
                 clips.append(self._finish_clip(vid, len(clips), path, info, span, buffer, flow, writer))
             while buffer and buffer[0][0] < cutter.oldest_needed:
                 buffer.popleft()
