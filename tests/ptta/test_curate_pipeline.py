@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from curate_support import read_manifest, run_command, video_stream_facts
 
 from ptta.assets import big_buck_bunny_path
@@ -179,26 +180,52 @@ def test_bad_inputs_are_recorded_and_the_rest_finishes(tmp_path):
     intervals = [55 if i % 2 else 30 for i in range(len(frames) - 1)]
     write_h264(inputs / "vfr.mkv", frames, pts_ms=np.cumsum([0, *intervals]).tolist())
     make_animation_video(inputs / "huge.mp4", [ShotSpec(1.0)], size=(640, 360))
+    Image.fromarray(frames[0]).save(inputs / "still.png")
+    (inputs / "still.png").rename(inputs / "still.mp4")
     out = tmp_path / "out"
     status = run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--max-pixels", "100000", "--no-progress"])
 
     rows = read_manifest(out)
     failures = {Path(r["source"]).name: r["error"] for r in rows if r["error"]}
-    assert status == len(failures) == 5
+    assert status == len(failures) == 6
     assert "empty file" in failures["empty.mp4"]
     assert "not a readable media file" in failures["notes.mp4"]
     assert "truncated" in failures["truncated.mkv"]
     assert "no video stream (contains: audio)" in failures["audio.mp4"]
     assert "exceed --max-pixels" in failures["huge.mp4"]
+    assert "a single frame (a still image?)" in failures["still.mp4"]
     clips = {Path(r["source"]).name for r in rows if r["error"] is None}
     assert clips == {"good.mp4", "vfr.mkv"}
     vfr = [r for r in rows if r["source"].endswith("vfr.mkv")]
     # Cut on timestamps (frames 30 or 55 ms apart), not frame counts: it ends at the first frame >= 5 s.
     assert len(vfr) == 1 and vfr[0]["start"] == 0.0 and 5.0 <= vfr[0]["end"] < 5.055
     assert video_stream_facts(out / vfr[0]["clip_path"])[:2] == (120, 24.0)  # written at a constant rate
+    assert vfr[0]["warnings"].startswith("variable frame rate")  # the manifest says so too
     log = (out / "errors.log").read_text()
-    assert log.count("FAILED") == 5 and "WARNING: variable frame rate" in log
-    assert "5 failed" in (out / "report.html").read_text()
+    assert log.count("FAILED") == 6 and "WARNING: variable frame rate" in log
+    assert "6 failed" in (out / "report.html").read_text()
+    # Merging says the same in its exit status.
+    assert run_command("ptta.curate.merge_command", [str(out), "--out", str(tmp_path / "merged")]) == 6
+
+
+def test_clips_the_captioner_failed_on_are_reported_and_captioned_again_with_retry_failed(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    make_animation_video(inputs / "moving.mp4", [ShotSpec(3.5, speed=0.6)], size=(96, 54))
+    out = tmp_path / "out"
+    argv = [str(inputs), "--out", str(out), "--captioner", "sidecar", "--no-progress"]
+    assert run_command("ptta.curate.command", argv) == 0  # the clips are fine; only captions are missing
+    (row,) = read_manifest(out)
+    assert row["caption"] is None and row["error"] == "captioning failed: captioner sidecar gave no caption"
+    assert "CAPTION FAILED: " + row["id"] in (out / "errors.log").read_text()
+    assert "0 captioned (1 failed: see errors.log)" in capsys.readouterr().err
+
+    (inputs / "moving.txt").write_text("anime, a ball rolls by")
+    run_command("ptta.curate.command", argv)  # a plain rerun leaves failures alone
+    assert read_manifest(out)[0]["caption"] is None
+    run_command("ptta.curate.command", [*argv, "--retry-failed"])
+    (row,) = read_manifest(out)
+    assert (row["caption"], row["error"]) == ("anime, a ball rolls by", None)
+    assert "CAPTION FAILED" not in (out / "errors.log").read_text()
 
 
 def test_a_killed_run_resumes_losing_only_the_video_in_flight(tmp_path):
@@ -265,7 +292,10 @@ def test_bad_arguments_fail_before_anything_is_curated(tmp_path):
         ([video.path, "--captioner", "sidecar", "--caption-file", str(tmp_path / "c.csv")], "--caption-file .*no such file"),
         ([video.path, "--min-clip-seconds", "6"], "--min-clip-seconds"),
         ([video.path, "--num-shards", "2", "--shard-index", "2"], "--shard-index"),
+        ([str(tmp_path / "no-videos")], "no video files in .*no-videos .*folders are searched for"),
     ]
+    (tmp_path / "no-videos").mkdir()
+    (tmp_path / "no-videos" / "readme.txt").write_text("clips go here")
     for argv, message in cases:
         with pytest.raises(SystemExit, match=message):
             run_command("ptta.curate.command", [*argv, "--out", str(out), "--no-progress"])

@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--workers", type=int, default=1, help="parallel processes over videos")
     run.add_argument("--num-shards", type=int, default=1, help="split the inputs over this many jobs")
     run.add_argument("--shard-index", type=int, default=0, help="which shard this job curates")
-    run.add_argument("--retry-failed", action="store_true", help="curate again videos that failed before")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="curate again videos that failed before, and caption again clips the captioner failed on")
     run.add_argument("--max-pixels", type=int, default=4096 * 2160, help="refuse larger frames")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from ptta.curate.caption_stage import caption_selected, clips_needing_captions
     from ptta.curate.finalize import finalize
     from ptta.curate.pipeline import check_settings, curate_videos, videos_to_curate
-    from ptta.curate.probe import find_videos, read_file_list, video_id
+    from ptta.curate.probe import VIDEO_EXTENSIONS, find_videos, read_file_list, video_id
     from ptta.curate.records import read_video_records
     from ptta.video_io import check_encoder
 
@@ -127,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
         if not inputs:
             raise ValueError("no inputs: give video files or folders, or --file-list")
         videos = find_videos(inputs)
+        if not videos:
+            raise ValueError(f"no video files in {', '.join(map(str, inputs))} "
+                             f"(folders are searched for {', '.join(sorted(VIDEO_EXTENSIONS))})")
         check_model_paths(args)
         check_encoder(settings.encoder, settings.encoder_open_options())
         check_settings(out_dir, settings)
@@ -143,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
     mine_ids = {video_id(v) for v in mine}
     records = [r for r in read_video_records(out_dir) if r["video_id"] in mine_ids]
-    uncaptioned = len(clips_needing_captions(records)) if args.captioner != "none" else 0
+    uncaptioned = len(clips_needing_captions(records, args.retry_failed)) if args.captioner != "none" else 0
     if uncaptioned:
         try:
             captioner = make_captioner(args.captioner, args.caption_model, args.caption_file, args.device,
@@ -152,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"ptta curate: error: {error} (the curated clips are saved in {out_dir}; "
                              "rerun to caption them)") from None
         with tqdm(total=uncaptioned, unit="clip", desc="caption", disable=args.no_progress) as bar:
-            caption_selected(records, out_dir, captioner, args.caption_batch_size, bar.update)
+            caption_selected(records, out_dir, captioner, args.caption_batch_size, bar.update, args.retry_failed)
 
     failed = sum(r["status"] == "failed" for r in records)
     if args.num_shards > 1:

@@ -10,11 +10,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptta.curate.records import is_caption_error
 from ptta.tables import jsonl_text, write_text_atomic
 
 MANIFEST_COLUMNS = (
     "id", "video_id", "source", "shot", "start", "end", "frames", "fps", "width", "height",
-    "flow", "aesthetic", "score", "selected", "reason", "clip_path", "thumbnail", "caption", "error",
+    "flow", "aesthetic", "score", "selected", "reason", "clip_path", "thumbnail", "caption", "error", "warnings",
 )  # fmt: skip
 
 
@@ -26,11 +27,13 @@ class Summary:
     candidates: int
     selected: int
     captioned: int
+    caption_failed: int = 0
 
     def line(self) -> str:
+        failed_captions = f" ({self.caption_failed} failed: see errors.log)" if self.caption_failed else ""
         return (
             f"{self.videos} videos ({self.failed} failed, {self.warned} with warnings), "
-            f"{self.candidates} candidate clips, {self.selected} selected, {self.captioned} captioned"
+            f"{self.candidates} candidate clips, {self.selected} selected, {self.captioned} captioned{failed_captions}"
         )
 
 
@@ -44,15 +47,18 @@ def rebase(relative: str | None, record_dir: Path, manifest_dir: Path) -> str | 
 def manifest_rows(records_by_dir: list[tuple[Path, dict]], manifest_dir: Path) -> list[dict]:
     rows = []
     for record_dir, record in records_by_dir:
+        # The video's warnings (variable frame rate, damaged stretches, ...) on each of its rows.
+        warnings = "; ".join(record.get("warnings", [])) or None
         for clip in record["clips"]:
             row = {key: clip.get(key) for key in MANIFEST_COLUMNS}
             row["clip_path"] = rebase(clip["clip_path"], record_dir, manifest_dir)
             row["thumbnail"] = rebase(clip["thumbnail"], record_dir, manifest_dir)
+            row["warnings"] = warnings
             rows.append(row)
         if record["status"] == "failed":
             row = dict.fromkeys(MANIFEST_COLUMNS)
             row.update(id=record["video_id"], video_id=record["video_id"], source=record["source"], selected=False,
-                       error=record["error"])
+                       error=record["error"], warnings=warnings)
             rows.append(row)
     return rows
 
@@ -76,12 +82,14 @@ def write_manifest(rows: list[dict], manifest_dir: Path) -> None:
 
 
 def write_errors_log(records: list[dict], manifest_dir: Path) -> None:
-    """One line per failure or warning: source path, TAB, FAILED/WARNING: reason."""
+    """One line per failure or warning: source path, TAB, FAILED/WARNING/CAPTION FAILED: reason."""
     lines = []
     for record in records:
         if record["status"] == "failed":
             lines.append(f"{record['source']}\tFAILED: {record['error']}")
         lines += [f"{record['source']}\tWARNING: {warning}" for warning in record.get("warnings", [])]
+        lines += [f"{record['source']}\tCAPTION FAILED: {clip['id']}: {clip['error']}" for clip in record["clips"]
+                  if is_caption_error(clip["error"])]
     (manifest_dir / "errors.log").write_text("".join(line + "\n" for line in lines))
 
 
@@ -94,4 +102,5 @@ def summarize(records: list[dict]) -> Summary:
         candidates=len(clips),
         selected=sum(clip["selected"] for clip in clips),
         captioned=sum(clip["caption"] is not None for clip in clips),
+        caption_failed=sum(is_caption_error(clip["error"]) for clip in clips),
     )

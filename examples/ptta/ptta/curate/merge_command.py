@@ -2,7 +2,8 @@
 
 Shards may share one output folder (a shared file system) or use one each; either way this reads
 every folder's per-video records and writes manifest.jsonl/.parquet, errors.log and report.html
-into --out, with clip paths relative to it (clips are not copied).
+into --out, with clip paths relative to it (clips are not copied). The exit status is the number
+of failed videos (at most 100), as for `ptta curate`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ptta.curate.command import MAX_EXIT_STATUS
     from ptta.curate.finalize import finalize
 
     run_dirs = [Path(d) for d in args.run_dirs]
@@ -27,4 +29,6 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"ptta curate-merge: error: {error}") from None
     print(f"{summary.line()}; manifest: {out_dir / 'manifest.jsonl'}; report: {out_dir / 'report.html'}", file=sys.stderr)
-    return 0
+    if summary.failed:
+        print(f"failures are listed in {out_dir / 'errors.log'}", file=sys.stderr)
+    return min(summary.failed, MAX_EXIT_STATUS)

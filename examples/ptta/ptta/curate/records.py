@@ -16,6 +16,13 @@ from ptta.tables import write_text_atomic
 
 RECORDS_DIR = "videos"
 
+# A clip's `error` that the captioner set (the clip itself is fine): --retry-failed captions it again.
+CAPTION_ERROR_PREFIX = "captioning failed: "
+
+
+def is_caption_error(error: str | None) -> bool:
+    return error is not None and error.startswith(CAPTION_ERROR_PREFIX)
+
 
 def file_signature(path: str | Path) -> dict:
     """Size and modification time: a changed file is curated again."""

@@ -125,6 +125,8 @@ class VideoCurator:
             index += 1
         if index == 0:
             raise InputError("no decodable video frames")
+        if index == 1:  # a PNG or JPEG named .mp4 opens as a one-frame video
+            raise InputError("a single frame (a still image?), not a video")
         for span in cutter.finish(detector.finish()):
             clips.append(self._finish_clip(vid, len(clips), path, info, span, buffer, flow, writer))
         if longest - shortest > 0.5 / info.fps:
