@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from hydralora.kernels import KERNEL_DTYPES, fits_kernels
+from hydralora.kernels import KERNEL_DTYPES
 from hydralora.kernels.reference import hydra_linear_torch
 
 BACKENDS = ("auto", "torch", "triton")
@@ -36,8 +36,11 @@ def resolve_backend(x: torch.Tensor, backend: str | None = None, num_heads: int 
     if name not in BACKENDS:
         raise ValueError(f"HydraLoRA backend must be one of {BACKENDS}, got {name!r}")
     if name == "auto":
-        kernels_apply = x.is_cuda and x.dtype in KERNEL_DTYPES and fits_kernels(num_heads, rank)
-        return "triton" if kernels_apply and _triton_available() else "torch"
+        if not (x.is_cuda and x.dtype in KERNEL_DTYPES and _triton_available()):
+            return "torch"
+        from hydralora.kernels.tiling import fits_kernels
+
+        return "triton" if fits_kernels(num_heads, rank) else "torch"
     return name
 
 

@@ -23,7 +23,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from hydralora.kernels import MAX_CONCAT_RANK, backward_heads, backward_input, backward_weights, dropout, fused_forward, shrink, tiling
+from hydralora.kernels import backward_heads, backward_input, backward_weights, dropout, fused_forward, shrink, tiling
 
 INT_ARGS = {"M", "N", "K", "R", "NUM_HEADS", "num_splits", "seed"}
 FLOAT_ARGS = {"scale", "inv_temperature", "dropout_p"}
@@ -47,7 +47,7 @@ KERNELS = {
     "dropout_mask": (dropout.dropout_keep_mask_kernel, set(), set()),
 }
 SHAPE_CONSTANTS = {"R_PAD": 32, "G_PAD": 16, "H_PAD": 4, "HEADS_PER_BLOCK": 4}
-WIDEST_HEADS = {"H_PAD": 16, "R_PAD": MAX_CONCAT_RANK // 16}
+WIDEST_HEADS = {"H_PAD": 16, "R_PAD": tiling.MAX_CONCAT_RANK // 16}
 # Shared memory one block may opt into, in bytes (CUDA's per-architecture limits).
 SHARED_MEMORY_LIMIT = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 

@@ -17,13 +17,14 @@ import os
 import torch
 from torch.autograd.function import once_differentiable
 
-from hydralora.kernels import KERNEL_DTYPES, MAX_CONCAT_RANK, fits_kernels, padded_concat_rank
+from hydralora.kernels import KERNEL_DTYPES
 from hydralora.kernels.backward_heads import hydra_heads_backward
 from hydralora.kernels.backward_input import hydra_fused_grad_input
 from hydralora.kernels.backward_weights import hydra_lora_a_backward, hydra_lora_b_backward
 from hydralora.kernels.dropout import draw_dropout_seed
 from hydralora.kernels.fused_forward import hydra_fused_forward
 from hydralora.kernels.shrink import hydra_shrink
+from hydralora.kernels.tiling import MAX_CONCAT_RANK, fits_kernels, heads_pad, rank_pad
 
 BASE_GEMMS = ("triton", "cublas")
 
@@ -156,7 +157,7 @@ def hydra_linear_triton(
     if not fits_kernels(num_heads, rank):
         raise ValueError(
             f"the Triton backend holds heads x rank up to {MAX_CONCAT_RANK} (padded to powers of two), got "
-            f"{num_heads} heads of r={rank} ({padded_concat_rank(num_heads, rank)}); use backend='torch'"
+            f"{num_heads} heads of r={rank} ({heads_pad(num_heads) * rank_pad(rank)}); use backend='torch'"
         )
     x2d = with_32bit_column_offsets(x2d)
     active_dropout = dropout_p if training else 0.0

@@ -40,6 +40,18 @@ def heads_pad(num_heads: int) -> int:
     return triton.next_power_of_2(num_heads)
 
 
+# The heads backward keeps one row block's whole concatenated rank, heads_pad x rank_pad columns,
+# in registers and shared memory. At 2048 (16 heads of r = 128) it takes 132 KiB on sm_90 in bf16;
+# at 4096 it takes 263 KiB, more than an H100 has (`python -m hydralora.kernels.compile_check`
+# measures it). Wider adapters run the reference.
+MAX_CONCAT_RANK = 2048
+
+
+def fits_kernels(num_heads: int, rank: int) -> bool:
+    """Whether an adapter of `num_heads` heads of rank `rank` is narrow enough for the kernels."""
+    return heads_pad(num_heads) * rank_pad(rank) <= MAX_CONCAT_RANK
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """fp32 inputs follow torch's own switch: TF32 only where torch would use it for a matmul."""
     if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
