@@ -46,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clips.add_argument("--crf", type=int, help="libx264/libx265 quality of written clips (default 20; lower: better, larger)")
     clips.add_argument("--preset", help="libx264/libx265 speed preset of written clips (default superfast; "
                                         "ultrafast: ~1.5x faster again, ~2.5x the bytes)")
-    clips.add_argument("--encoder", default="libx264",
-                       help="FFmpeg video encoder of written clips, e.g. libx265 or h264_nvenc (NVIDIA hardware)")
+    clips.add_argument("--encoder", help="FFmpeg video encoder of written clips (default libx264), e.g. libx265 "
+                                         "or h264_nvenc (NVIDIA hardware)")
     clips.add_argument("--encoder-option", type=_encoder_option, action="append", default=[], metavar="KEY=VALUE",
                        help="an option of --encoder, repeatable (h264_nvenc: preset=p4, rc=vbr, cq=20)")
     selection = parser.add_argument_group("selection: S = alpha*flow + (1-alpha)*aesthetic >= theta")
@@ -94,11 +94,12 @@ def check_model_paths(args: argparse.Namespace) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from ptta.curate.settings import CRF_ENCODERS, CurateSettings
+    from ptta.curate.settings import CRF_ENCODERS, DEFAULT_ENCODER, CurateSettings
 
+    encoder = args.encoder or DEFAULT_ENCODER
     rate_control = {name: value for name, value in (("crf", args.crf), ("preset", args.preset)) if value is not None}
-    if rate_control and args.encoder not in CRF_ENCODERS:
-        raise ValueError(f"--crf and --preset are options of {' and '.join(CRF_ENCODERS)}; give {args.encoder} "
+    if rate_control and encoder not in CRF_ENCODERS:
+        raise ValueError(f"--crf and --preset are options of {' and '.join(CRF_ENCODERS)}; give {encoder} "
                          "its own with --encoder-option KEY=VALUE")
     return CurateSettings(
         min_clip_seconds=args.min_clip_seconds, max_clip_seconds=args.max_clip_seconds, detector=args.detector,
@@ -106,7 +107,7 @@ def settings_from_args(args: argparse.Namespace):
         theta=args.theta, min_flow=args.min_flow, max_flow=args.max_flow, min_aesthetic=args.min_aesthetic,
         aesthetic=args.aesthetic, aesthetic_clip=args.aesthetic_clip, aesthetic_head=args.aesthetic_head,
         aesthetic_frames=args.aesthetic_frames, device=args.device, out_fps=args.fps, out_size=args.resize,
-        max_pixels=args.max_pixels, encoder=args.encoder, encoder_options=dict(args.encoder_option), **rate_control,
+        max_pixels=args.max_pixels, encoder=encoder, encoder_options=dict(args.encoder_option), **rate_control,
     )  # fmt: skip
 
 
