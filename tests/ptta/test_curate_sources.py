@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from ptta.curate.aesthetic import ImageStatisticsProxyScorer
-from ptta.curate.probe import find_videos, probe_video
+from ptta.curate.probe import find_videos
 from ptta.curate.settings import CurateSettings
-from ptta.curate.source import iter_curation_frames
+from ptta.curate.source import CurationSource
 from ptta.curate.video_task import VideoCurator
 from ptta.video_io import yuv420_planes
 
@@ -226,8 +226,8 @@ def test_a_damaged_stretch_loses_its_frames_not_the_rest_of_the_video(tmp_path):
     record = curate(path, tmp_path / "out", min_clip_seconds=1.0, max_clip_seconds=2.0)
     assert record["error"] is None
     assert [w for w in record["warnings"] if "damaged stream" in w] == record["warnings"]  # and no VFR warning
-    info = probe_video(path, 10**9)
-    times = [t for t, _, _ in iter_curation_frames(path, info, [])]
+    with CurationSource(path, 10**9, []) as source:
+        times = [t for t, _, _ in source.frames()]
     gaps = [(a, b) for a, b in zip(times, times[1:]) if b - a > 1.5 / FPS]
     assert len(gaps) == 1 and 9 * FPS <= len(times) < 10 * FPS
     (lost_from, lost_to) = gaps[0]

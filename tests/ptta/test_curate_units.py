@@ -13,6 +13,7 @@ from ptta.curate.clips import ClipCutter
 from ptta.curate.flow import FlowPair, FlowTracker, flow_interval
 from ptta.curate.probe import InputError, find_videos, probe_video, read_file_list, shard_of, video_id
 from ptta.curate.settings import CurateSettings
+from ptta.curate.source import CurationSource
 from ptta.curate.video_task import select
 from ptta.synthetic import ShotSpec, make_animation_video
 from ptta.video_io import iter_decoded_frames
@@ -168,6 +169,19 @@ def test_probe_reports_why_a_file_cannot_be_curated(tmp_path):
         probe_video(good.path, 64 * 36 - 1)
     info = probe_video(good.path, 10**9)
     assert (info.width, info.height, info.fps, info.frames) == (64, 36, 24.0, 24)
+
+
+def test_the_curation_source_probes_as_probe_video_and_keeps_the_first_frame(tmp_path):
+    """The source probes by decoding the first frame; that frame must still be curated."""
+    video = make_animation_video(tmp_path / "good.mp4", [ShotSpec(1.0, speed=0.5)], size=(64, 36))
+    with CurationSource(video.path, 10**9, []) as source:
+        assert source.info == probe_video(video.path, 10**9)
+        frames = list(source.frames())
+    decoded = list(iter_decoded_frames(video.path))
+    assert [t for t, _, _ in frames] == pytest.approx([t for t, _ in decoded])
+    assert np.array_equal(frames[0][1].to_ndarray(), decoded[0][1].to_ndarray())
+    with pytest.raises(InputError, match="exceed --max-pixels"):
+        CurationSource(video.path, 64 * 36 - 1, [])
 
 
 def test_proxy_aesthetic_orders_obvious_cases():

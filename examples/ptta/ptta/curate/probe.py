@@ -117,56 +117,81 @@ def shard_of(path: str | Path, num_shards: int) -> int:
 
 
 def probe_video(path: str | Path, max_pixels: int) -> VideoInfo:
-    """Read the container header; raise InputError with a reason for anything that cannot be curated."""
+    """Read the header and the first frame; raise InputError with a reason for anything that
+    cannot be curated. (Curation itself probes through source.CurationSource, which keeps the file
+    open and the first frame for decoding.)"""
+    with open_media(path) as container:
+        stream = curatable_video_stream(container, max_pixels)
+        return video_info(path, container, stream, first_decoded_frame(container, stream))
+
+
+def open_media(path: str | Path) -> av.container.InputContainer:
+    """The opened container; InputError for an empty or unreadable file."""
     path = Path(path)
-    size = path.stat().st_size
-    if size == 0:
+    if path.stat().st_size == 0:
         raise InputError("empty file (0 bytes)")
     try:
-        container = av.open(str(path))
+        return av.open(str(path))
     except av.error.FFmpegError as error:
         raise InputError(f"not a readable media file: {error}") from None
-    with container:
-        stream = pick_video_stream(container)
-        if stream is None:
-            kinds = sorted({"cover picture" if _is_cover(s) else s.type for s in container.streams}) or ["no streams"]
-            raise InputError(f"no video stream (contains: {', '.join(kinds)})")
-        source_width, source_height = stream.codec_context.width, stream.codec_context.height
-        if not source_width or not source_height:
-            raise InputError("video stream has no frame size (corrupt header)")
-        if min(source_width, source_height) < 2:
-            raise InputError(f"frames of {source_width}x{source_height} are too small")
-        sample_aspect_ratio = _non_square_pixels(stream)
-        rotation, mirrored = _display_orientation(container, stream)
-        width, height = curated_size(source_width, source_height, sample_aspect_ratio, rotation)
-        if max(width * height, source_width * source_height) > max_pixels:
-            raise InputError(f"frames of {source_width}x{source_height} exceed --max-pixels {max_pixels}")
-        # A raw stream (.h264) has no container timing: its average rate is FFmpeg's default
-        # guess of 25, while the codec states the rate it was encoded at.
-        if container.duration is None and stream.codec_context.framerate:
-            rate = stream.codec_context.framerate
-        else:
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        if not rate or float(rate) <= 0:
-            raise InputError("video stream has no frame rate")
-        return VideoInfo(
-            path=str(path),
-            size_bytes=size,
-            duration=_video_duration(container, stream),
-            fps=float(rate),
-            width=width,
-            height=height,
-            codec=stream.codec_context.name,
-            pixel_format=stream.codec_context.pix_fmt,
-            frames=stream.frames or None,
-            has_audio=bool(container.streams.audio),
-            stream_index=stream.index,
-            source_width=source_width,
-            source_height=source_height,
-            rotation=rotation,
-            mirrored=mirrored,
-            sample_aspect_ratio=None if sample_aspect_ratio is None else str(sample_aspect_ratio),
-        )
+
+
+def curatable_video_stream(container: av.container.InputContainer, max_pixels: int) -> av.VideoStream:
+    """The video stream to curate, checked from the header alone (nothing decoded yet)."""
+    stream = pick_video_stream(container)
+    if stream is None:
+        kinds = sorted({"cover picture" if _is_cover(s) else s.type for s in container.streams}) or ["no streams"]
+        raise InputError(f"no video stream (contains: {', '.join(kinds)})")
+    source_width, source_height = stream.codec_context.width, stream.codec_context.height
+    if not source_width or not source_height:
+        raise InputError("video stream has no frame size (corrupt header)")
+    if min(source_width, source_height) < 2:
+        raise InputError(f"frames of {source_width}x{source_height} are too small")
+    # A rotation swaps the sides, so the curated size can be checked before the first frame is.
+    width, height = curated_size(source_width, source_height, _non_square_pixels(stream), 0)
+    if max(width * height, source_width * source_height) > max_pixels:
+        raise InputError(f"frames of {source_width}x{source_height} exceed --max-pixels {max_pixels}")
+    rate = _frame_rate(container, stream)
+    if not rate or float(rate) <= 0:
+        raise InputError("video stream has no frame rate")
+    return stream
+
+
+def video_info(path: str | Path, container: av.container.InputContainer, stream: av.VideoStream,
+               first_frame: av.VideoFrame | None) -> VideoInfo:
+    """What curation needs to know of a stream that curatable_video_stream accepted; the first
+    decoded frame carries the display matrix (None: taken as upright)."""
+    path = Path(path)
+    source_width, source_height = stream.codec_context.width, stream.codec_context.height
+    sample_aspect_ratio = _non_square_pixels(stream)
+    rotation, mirrored = display_orientation(first_frame)
+    width, height = curated_size(source_width, source_height, sample_aspect_ratio, rotation)
+    return VideoInfo(
+        path=str(path),
+        size_bytes=path.stat().st_size,
+        duration=_video_duration(container, stream),
+        fps=float(_frame_rate(container, stream)),
+        width=width,
+        height=height,
+        codec=stream.codec_context.name,
+        pixel_format=stream.codec_context.pix_fmt,
+        frames=stream.frames or None,
+        has_audio=bool(container.streams.audio),
+        stream_index=stream.index,
+        source_width=source_width,
+        source_height=source_height,
+        rotation=rotation,
+        mirrored=mirrored,
+        sample_aspect_ratio=None if sample_aspect_ratio is None else str(sample_aspect_ratio),
+    )
+
+
+def _frame_rate(container: av.container.InputContainer, stream: av.VideoStream) -> Fraction | None:
+    """The nominal rate. A raw stream (.h264) has no container timing: its average rate is FFmpeg's
+    default guess of 25, while the codec states the rate it was encoded at."""
+    if container.duration is None and stream.codec_context.framerate:
+        return stream.codec_context.framerate
+    return stream.average_rate or stream.guessed_rate or stream.base_rate
 
 
 def pick_video_stream(container: av.container.InputContainer) -> av.VideoStream | None:
@@ -225,24 +250,27 @@ def _non_square_pixels(stream: av.VideoStream) -> Fraction | None:
     return ratio if 2 * round(width * ratio / 2) != width // 2 * 2 else None
 
 
-def _display_orientation(container: av.container.InputContainer, stream: av.VideoStream) -> tuple[int, bool]:
-    """(rotation, mirrored) of the display matrix: the rotation rounded to 0, 90, 180 or 270 degrees
-    counter-clockwise, and whether the matrix mirrors the picture (a negative determinant).
-
-    PyAV shows the matrix only on decoded frames, so the first frame is decoded. A stream that
-    decodes nothing early on is taken as upright (decoding proper reports what is wrong with it).
-    """
+def first_decoded_frame(container: av.container.InputContainer, stream: av.VideoStream) -> av.VideoFrame | None:
+    """The first frame the stream decodes to within ROTATION_PROBE_PACKETS packets, else None (a
+    stream that decodes nothing early on is left for decoding proper to report on)."""
     try:
         for count, packet in enumerate(container.demux(stream)):
             for frame in packet.decode():
-                matrices = [data for data in frame.side_data if data.type == DISPLAY_MATRIX]
-                if not matrices:
-                    return 0, False
-                # 3 x 3 int32, row-major; a, b, c, d = entries 0, 1, 3, 4 (16.16 fixed point)
-                a, b, _, c, d = (int(value) for value in np.frombuffer(bytes(matrices[0]), np.int32)[:5])
-                return round(frame.rotation / 90) % 4 * 90, a * d - b * c < 0
+                return frame
             if count >= ROTATION_PROBE_PACKETS:
                 break
     except av.error.FFmpegError:
         pass
-    return 0, False
+    return None
+
+
+def display_orientation(frame: av.VideoFrame | None) -> tuple[int, bool]:
+    """(rotation, mirrored) of a decoded frame's display matrix: the rotation rounded to 0, 90, 180
+    or 270 degrees counter-clockwise, and whether the matrix mirrors the picture (a negative
+    determinant). PyAV shows the matrix only on decoded frames; no frame or no matrix is upright."""
+    matrices = [] if frame is None else [data for data in frame.side_data if data.type == DISPLAY_MATRIX]
+    if not matrices:
+        return 0, False
+    # 3 x 3 int32, row-major; a, b, c, d = entries 0, 1, 3, 4 (16.16 fixed point)
+    a, b, _, c, d = (int(value) for value in np.frombuffer(bytes(matrices[0]), np.int32)[:5])
+    return round(frame.rotation / 90) % 4 * 90, a * d - b * c < 0

@@ -30,6 +30,7 @@ limited-range yuv420p, upright, in square pixels and of even size, with times th
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from fractions import Fraction
@@ -38,7 +39,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ptta.curate.probe import InputError, VideoInfo
+from ptta.curate.probe import InputError, VideoInfo, curatable_video_stream, open_media, video_info
 from ptta.video_io import yuv420_planes
 
 # Backward steps up to this are out-of-order or repeated timestamps (their frames are dropped);
@@ -53,22 +54,64 @@ TIMESTAMP_LOOKAHEAD_FRAMES = 8
 FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 
 
-def iter_curation_frames(path: str | Path, info: VideoInfo,
-                         warnings: list[str]) -> Iterator[tuple[float, av.VideoFrame, bool]]:
-    """Yield (time in seconds, frame, whether frames were lost just before it) for the stream `info`
-    describes; warnings are appended as found."""
-    frame_interval = 1.0 / info.fps
-    offset, previous = 0.0, None
-    grid_origin = None  # the frame grid starts at the first timestamp (Matroska may start at 7 ms)
-    with av.open(str(path)) as container:
-        stream = container.streams[info.stream_index]
-        stream.thread_type = "AUTO"
+class CurationSource:
+    """A video opened once: probed from its header and first frame (`info`), then decoded from that
+    same frame on by `frames()`.
+
+    Probing needs the first decoded frame (the display matrix is only on frames); keeping the file
+    open and the decoder going saves opening the file and starting a decoder twice, which cost
+    about a tenth of the whole curation of a 5 s 720p file. Use as a context manager, and close
+    it only after `frames()` is finished or closed.
+    """
+
+    def __init__(self, path: str | Path, max_pixels: int, warnings: list[str]):
+        self._warnings = warnings
+        self._container = open_media(path)
+        try:
+            self._stream = curatable_video_stream(self._container, max_pixels)
+            # Frame threading must be chosen before the first packet opens the decoder.
+            self._stream.thread_type = "AUTO"
+            self._damaged: set[int] = set()  # ids of the first frames after skipped damage
+            self._decoded = decode_past_damage(self._container, self._stream, self._damaged, warnings)
+            self._first, self._first_error = None, None
+            try:
+                self._first = next(self._decoded, None)
+            except av.error.FFmpegError as error:
+                # The header was fine: this is reported as a decoding failure once frames are read.
+                self._first_error = error
+            self.info = video_info(path, self._container, self._stream, self._first)
+        except BaseException:
+            self._container.close()
+            raise
+
+    def __enter__(self) -> CurationSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._decoded.close()
+        self._container.close()
+
+    def frames(self) -> Iterator[tuple[float, av.VideoFrame, bool]]:
+        """Yield (time in seconds, frame, whether frames were lost just before it); warnings are
+        appended as found."""
+        if self._first_error is not None:
+            raise self._first_error
+        # Held only until it is yielded, like every later frame.
+        first, self._first = self._first, None
+        if first is None:
+            return
+        info, stream, warnings = self.info, self._stream, self._warnings
+        frame_interval = 1.0 / info.fps
+        offset, previous = 0.0, None
+        grid_origin = None  # the frame grid starts at the first timestamp (Matroska may start at 7 ms)
         snap_to_grid = stream.time_base >= Fraction(1, 1000)
-        damaged: set[int] = set()  # ids of the first frames after skipped damage
         lost_before = False  # frames were lost before the next frame yielded
-        for timestamp, frame in best_effort_timestamps(decode_past_damage(container, stream, damaged, warnings)):
-            if id(frame) in damaged:
-                damaged.discard(id(frame))  # ids are reused once a frame is freed
+        for timestamp, frame in best_effort_timestamps(itertools.chain([first], self._decoded)):
+            if id(frame) in self._damaged:
+                self._damaged.discard(id(frame))  # ids are reused once a frame is freed
                 lost_before = True
             if (frame.width, frame.height) != (info.source_width, info.source_height):
                 raise InputError(f"frame size changes mid-stream ({info.source_width}x{info.source_height} -> "

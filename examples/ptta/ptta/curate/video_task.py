@@ -1,8 +1,9 @@
 """Curate one video in one decode pass: shots -> clips -> scores -> selection -> kept clips written.
 
-Decoded frames wait in a buffer only until their clip is decided, and a kept clip's frames until
-the background writer has encoded them, so memory is bounded by two clips plus the shot detector's
-lag (about max_clip_seconds x fps x width x height x 1.5 bytes per clip for yuv420p video: ~370 MB
+Frames are decoded on a thread up to DECODE_AHEAD_FRAMES ahead. Decoded frames wait in a buffer
+only until their clip is decided, and a kept clip's frames until the background writer has encoded
+them, so memory is bounded by two clips plus the shot detector's lag and the frames decoded ahead
+(about max_clip_seconds x fps x width x height x 1.5 bytes per clip for yuv420p video: ~370 MB
 for 5 s of 1080p at 24 fps), whatever the video's length.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import time as clock
 from collections import deque
+from contextlib import closing
 from pathlib import Path
 
 import av
@@ -20,15 +22,18 @@ from ptta.curate.aesthetic import AestheticScorer
 from ptta.curate.clip_writer import BackgroundClipWriter, ClipWriteError
 from ptta.curate.clips import TIMESTAMP_TOLERANCE, ClipCutter, ClipSpan
 from ptta.curate.flow import FlowTracker
-from ptta.curate.probe import InputError, probe_video, video_id
+from ptta.curate.probe import InputError, video_id
 from ptta.curate.records import clip_record, video_record, write_video_record
 from ptta.curate.settings import CurateSettings
 from ptta.curate.shots import make_shot_detector
-from ptta.curate.source import iter_curation_frames
+from ptta.curate.read_ahead import read_ahead
+from ptta.curate.source import CurationSource
 
 THUMBNAIL_WIDTH = 160
 # A video that decodes to less than this share of its stated duration is reported as truncated.
 TRUNCATION_RATIO = 0.9
+# Frames the decoder thread may run ahead of shot detection and scoring.
+DECODE_AHEAD_FRAMES = 8
 
 
 def select(flow: float | None, aesthetic: float, settings: CurateSettings) -> tuple[float | None, bool, str | None]:
@@ -71,11 +76,12 @@ class VideoCurator:
         warnings: list[str] = []
         info, error, frames_decoded = None, None, 0
         try:
-            info = probe_video(path, self.settings.max_pixels)
-            writer = BackgroundClipWriter(self.out_dir, self.settings.out_size, self.settings.encoder,
-                                          self.settings.encoder_open_options())
-            with writer:
-                frames_decoded, seconds = self._decode_and_cut(path, vid, info, clips, warnings, writer)
+            with CurationSource(path, self.settings.max_pixels, warnings) as source:
+                info = source.info
+                writer = BackgroundClipWriter(self.out_dir, self.settings.out_size, self.settings.encoder,
+                                              self.settings.encoder_open_options())
+                with writer:
+                    frames_decoded, seconds = self._decode_and_cut(path, vid, source, clips, warnings, writer)
             if info.duration and seconds < TRUNCATION_RATIO * info.duration - 0.5:
                 error = f"truncated: decoded {seconds:.2f} s of the {info.duration:.2f} s the header states"
         except InputError as reason:
@@ -96,9 +102,10 @@ class VideoCurator:
             for stale in (self.out_dir / folder).glob(f"{vid}-*"):
                 stale.unlink()
 
-    def _decode_and_cut(self, path: Path, vid: str, info, clips: list[dict], warnings: list[str],
+    def _decode_and_cut(self, path: Path, vid: str, source: CurationSource, clips: list[dict], warnings: list[str],
                         writer: BackgroundClipWriter) -> tuple[int, float]:
         """Returns (frames decoded, seconds decoded); clips and warnings are appended as found."""
+        info = source.info
         detector = make_shot_detector(self.settings, info.fps)
         cutter = ClipCutter(1.0 / info.fps, self.settings.min_clip_seconds, self.settings.max_clip_seconds,
                             detector.lag_frames)
@@ -106,23 +113,25 @@ class VideoCurator:
         buffer: deque[tuple[int, float, av.VideoFrame]] = deque()
         index, first_time, previous_time = 0, None, None
         shortest, longest = np.inf, 0.0  # frame intervals, to notice variable frame rate
-        for time, frame, after_lost_frames in iter_curation_frames(path, info, warnings):
-            if previous_time is not None and not after_lost_frames:
-                shortest, longest = min(shortest, time - previous_time), max(longest, time - previous_time)
-            previous_time = time
-            first_time = time if first_time is None else first_time
-            flow.push(time, frame)
-            buffer.append((index, time, frame))
-            cuts = detector.push(index, frame)
-            if after_lost_frames and index > 0:
-                cuts.append(index)  # the picture jumps over the lost frames like a cut
-            for span in cutter.push(index, time, cuts):
-                clips.append(self._finish_clip(vid, len(clips), path, info, span, buffer, flow, writer))
-            while buffer and buffer[0][0] < cutter.oldest_needed:
-                buffer.popleft()
-            if buffer:
-                flow.forget_before(buffer[0][1])
-            index += 1
+        # The decoder thread must stop before the source closes, also when this loop raises.
+        with closing(read_ahead(source.frames(), DECODE_AHEAD_FRAMES, name=f"decode {vid}")) as decoded:
+            for time, frame, after_lost_frames in decoded:
+                if previous_time is not None and not after_lost_frames:
+                    shortest, longest = min(shortest, time - previous_time), max(longest, time - previous_time)
+                previous_time = time
+                first_time = time if first_time is None else first_time
+                flow.push(time, frame)
+                buffer.append((index, time, frame))
+                cuts = detector.push(index, frame)
+                if after_lost_frames and index > 0:
+                    cuts.append(index)  # the picture jumps over the lost frames like a cut
+                for span in cutter.push(index, time, cuts):
+                    clips.append(self._finish_clip(vid, len(clips), path, info, span, buffer, flow, writer))
+                while buffer and buffer[0][0] < cutter.oldest_needed:
+                    buffer.popleft()
+                if buffer:
+                    flow.forget_before(buffer[0][1])
+                index += 1
         if index == 0:
             raise InputError("no decodable video frames")
         if index == 1:  # a PNG or JPEG named .mp4 opens as a one-frame video

@@ -1,0 +1,71 @@
+"""Run an iterator on a background thread a few items ahead of its consumer.
+
+Decoding (FFmpeg), pixel conversion (libswscale) and OpenCV all release the GIL, so a decoder
+running on its own thread overlaps with the shot detection, flow and scoring of the frames it has
+already handed over instead of waiting for them.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import TypeVar
+
+Item = TypeVar("Item")
+# How often a producer blocked on a full queue checks whether its consumer has gone away.
+_POLL_SECONDS = 0.05
+
+
+class _End:
+    """Put on the queue after the last item, with the producer's exception if it raised."""
+
+    def __init__(self, error: BaseException | None = None):
+        self.error = error
+
+
+def read_ahead(items: Iterator[Item], depth: int, name: str = "read-ahead") -> Iterator[Item]:
+    """Yield what `items` yields, produced on a thread up to `depth` items ahead.
+
+    An exception in `items` is raised here, at the point the consumer reaches it. When the
+    consumer stops early (break, exception, close), the producer stops too and `items` is closed on
+    its own thread before this generator returns, so files it holds open are closed by then.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(entry, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_End())
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            put(_End(error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    producer = threading.Thread(target=produce, name=name, daemon=True)
+    producer.start()
+    try:
+        while True:
+            entry = handoff.get()
+            if isinstance(entry, _End):
+                if entry.error is not None:
+                    raise entry.error
+                return
+            yield entry
+    finally:
+        stop.set()
+        producer.join()
