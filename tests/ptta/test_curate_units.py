@@ -11,6 +11,7 @@ from ptta.curate.aesthetic import ImageStatisticsProxyScorer
 from ptta.curate.caption import ClipToCaption, SidecarCaptioner, clean_tags
 from ptta.curate.clips import ClipCutter
 from ptta.curate.flow import FlowPair, FlowTracker, flow_interval
+from ptta.curate.frames import downscale
 from ptta.curate.probe import InputError, find_videos, probe_video, read_file_list, shard_of, video_id
 from ptta.curate.settings import CurateSettings
 from ptta.curate.source import CurationSource
@@ -225,3 +226,26 @@ def test_sidecar_captions_from_csv_jsonl_and_text_files(tmp_path):
 
 def test_clean_tags_makes_one_line_of_tags():
     assert clean_tags('Tags: "anime girl, reading books,\ndesk, , soft gaze."') == "anime girl, reading books, desk, soft gaze"
+
+
+@pytest.mark.parametrize(("shape", "size", "factor"), [
+    ((720, 1280), (128, 72), 10),  # halved, then 5: the 720p detector input
+    ((272, 640), (128, 54), 5),  # 272 rows are 54.4 x 5: cropped to 270 first
+    ((1080, 1920), (640, 360), 3),
+])  # fmt: skip
+def test_downscale_is_a_block_average_over_the_whole_factor(shape, size, factor):
+    plane = np.random.default_rng(0).integers(0, 256, shape, np.uint8)
+    width, height = size
+    blocks = plane[: height * factor, : width * factor].reshape(height, factor, width, factor)
+    expected = blocks.mean(axis=(1, 3))
+    result = downscale(plane, width, height)
+    assert result.shape == (height, width) and result.dtype == np.uint8
+    # Rounded once per halving and once at the end.
+    assert np.abs(result - expected).max() <= 1.5
+
+
+def test_downscale_finishes_a_fractional_factor_bilinearly():
+    plane = np.tile(np.arange(640, dtype=np.float64) * 255 / 639, (360, 1)).astype(np.uint8)
+    result = downscale(plane, 568, 320)  # factor 1.13: bilinear only
+    assert result.shape == (320, 568)
+    assert np.all(np.diff(result[0].astype(int)) >= 0) and result[0, 0] <= 1 and result[0, -1] >= 254
