@@ -10,7 +10,7 @@ import pytest
 from ptta.curate.aesthetic import ImageStatisticsProxyScorer
 from ptta.curate.caption import ClipToCaption, SidecarCaptioner, clean_tags
 from ptta.curate.clips import ClipCutter
-from ptta.curate.flow import FlowPair, FlowTracker, flow_interval
+from ptta.curate.flow import FlowTracker, flow_interval
 from ptta.curate.frames import downscale
 from ptta.curate.probe import InputError, find_videos, probe_video, read_file_list, shard_of, video_id
 from ptta.curate.settings import CurateSettings
@@ -102,16 +102,26 @@ def score_whole_video(path) -> float:
     return tracker.score(0.0, last)
 
 
-def test_flow_pairs_are_six_frames_apart_and_a_clip_only_counts_pairs_inside_it():
+def test_flow_pairs_are_six_frames_apart_and_a_clip_only_counts_pairs_inside_it(tmp_path):
     assert flow_interval(24) == pytest.approx(0.25)
     assert flow_interval(25) == pytest.approx(0.24)
     assert flow_interval(60) == pytest.approx(0.2)  # 12 frames
+    video = make_animation_video(tmp_path / "pan.mp4", [ShotSpec(1.0, speed=0.5)], size=(160, 90))
     tracker = FlowTracker(160, 90, 24.0)
-    tracker.pairs = [FlowPair(0.0, 0.25, 10.0), FlowPair(0.25, 0.5, 20.0), FlowPair(0.5, 0.75, 90.0)]
-    assert tracker.score(0.0, 0.5) == pytest.approx(15.0)
+    for time, frame in iter_decoded_frames(video.path):
+        tracker.push(time, frame)
+    assert [s.time for s in tracker.samples] == pytest.approx([0.0, 0.25, 0.5, 0.75])
+    # Nothing is computed until a clip asks: footage outside every clip costs no flow.
+    assert all(s.grey is None and s.speed_to_next is None for s in tracker.samples)
+    first_two = tracker.score(0.0, 0.5)
+    assert first_two > 0
+    assert [s.speed_to_next is not None for s in tracker.samples] == [True, True, False, False]
+    assert tracker.samples[3].grey is None
+    assert first_two == pytest.approx(np.mean([tracker.samples[0].speed_to_next, tracker.samples[1].speed_to_next]))
     assert tracker.score(0.3, 0.7) is None  # one pair starts before the clip, the other ends after it
+    assert tracker.score(0.5, 0.75) == pytest.approx(tracker.samples[2].speed_to_next)
     tracker.forget_before(0.25)
-    assert [p.start for p in tracker.pairs] == [0.25, 0.5]
+    assert [s.time for s in tracker.samples] == pytest.approx([0.25, 0.5, 0.75])
 
 
 def test_selection_follows_the_paper_rule_and_the_hard_limits():

@@ -120,7 +120,7 @@ class VideoCurator:
                     shortest, longest = min(shortest, time - previous_time), max(longest, time - previous_time)
                 previous_time = time
                 first_time = time if first_time is None else first_time
-                flow.push(time, frame)
+                sampled = flow.push(time, frame)
                 buffer.append((index, time, frame))
                 cuts = detector.push(index, frame)
                 if after_lost_frames and index > 0:
@@ -131,6 +131,9 @@ class VideoCurator:
                     buffer.popleft()
                 if buffer:
                     flow.forget_before(buffer[0][1])
+                    # The open stretch is long enough to become a clip: measure its flow now.
+                    if sampled and time - buffer[0][1] >= self.settings.min_clip_seconds - TIMESTAMP_TOLERANCE:
+                        flow.measure_from(buffer[0][1])
                 index += 1
         if index == 0:
             raise InputError("no decodable video frames")
