@@ -14,6 +14,7 @@ from ptta.curate.flow import FlowTracker, flow_interval
 from ptta.curate.frames import downscale
 from ptta.curate.probe import InputError, find_videos, probe_video, read_file_list, shard_of, video_id
 from ptta.curate.settings import CurateSettings
+from ptta.curate.shots import detection_width
 from ptta.curate.source import CurationSource
 from ptta.curate.video_task import select
 from ptta.synthetic import ShotSpec, make_animation_video
@@ -259,3 +260,8 @@ def test_downscale_finishes_a_fractional_factor_bilinearly():
     result = downscale(plane, 568, 320)  # factor 1.13: bilinear only
     assert result.shape == (320, 568)
     assert np.all(np.diff(result[0].astype(int)) >= 0) and result[0, 0] <= 1 and result[0, -1] >= 254
+
+
+def test_the_detector_reads_frames_scaled_by_a_power_of_two_near_128_px():
+    assert [detection_width(w) for w in (1920, 1280, 854, 640, 192, 100)] == [120, 160, 106, 160, 192, 100]
+    assert all(96 <= detection_width(w) <= 192 for w in range(193, 8000, 7))

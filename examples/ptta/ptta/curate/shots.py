@@ -17,8 +17,18 @@ from ptta.curate.frames import small_bgr
 from ptta.curate.settings import CurateSettings
 
 # PySceneDetect's content score is a mean HSV difference over pixels (edges are off by default), so
-# it barely depends on resolution; at 128 px wide it costs a fifth of its 256-px default.
+# it barely depends on resolution; at about 128 px wide it costs a fifth of its 256-px default.
 DETECTION_WIDTH = 128
+
+
+def detection_width(source_width: int) -> int:
+    """The source width halved until it is at most 1.5 x DETECTION_WIDTH (96-192 px): scaling by a
+    power of two keeps the detector input on OpenCV's fast 2x2 averaging (1280 -> 160 px: 0.05
+    instead of 0.30 ms a frame, more than the larger image adds to the score)."""
+    width = source_width
+    while width > 1.5 * DETECTION_WIDTH:
+        width //= 2
+    return width
 
 
 class ShotDetector(Protocol):
@@ -49,7 +59,8 @@ class SceneDetectShotDetector:
         from scenedetect.common import FrameTimecode
 
         self._last_index = index
-        cuts = self._detector.process_frame(FrameTimecode(index, fps=self._fps), small_bgr(frame, DETECTION_WIDTH))
+        small = small_bgr(frame, detection_width(frame.width))
+        cuts = self._detector.process_frame(FrameTimecode(index, fps=self._fps), small)
         return [int(c.frame_num) for c in cuts]
 
     def finish(self) -> list[int]:
