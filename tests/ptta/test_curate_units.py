@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from ptta.curate.caption import ClipToCaption, SidecarCaptioner, clean_tags
 from ptta.curate.clips import ClipCutter
 from ptta.curate.flow import FlowTracker, flow_interval
 from ptta.curate.frames import downscale
+from ptta.curate.pipeline import threads_per_worker
 from ptta.curate.probe import InputError, find_videos, probe_video, read_file_list, shard_of, video_id
 from ptta.curate.settings import CurateSettings
 from ptta.curate.shots import detection_width
@@ -265,3 +267,13 @@ def test_downscale_finishes_a_fractional_factor_bilinearly():
 def test_the_detector_reads_frames_scaled_by_a_power_of_two_near_128_px():
     assert [detection_width(w) for w in (1920, 1280, 854, 640, 192, 100)] == [120, 160, 106, 160, 192, 100]
     assert all(96 <= detection_width(w) <= 192 for w in range(193, 8000, 7))
+
+
+def test_workers_share_the_cores_among_their_codec_and_opencv_threads(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert [threads_per_worker(w) for w in (1, 4, 16, 32)] == [16, 4, 1, 1]
+    video = make_animation_video(tmp_path / "v.mp4", [ShotSpec(0.5)], size=(64, 36))
+    for threads in (1, 2):
+        with CurationSource(video.path, 10**9, [], threads=threads) as source:
+            assert len(list(source.frames())) == 12
+            assert source.decoder_threads == threads

@@ -60,7 +60,7 @@ def test_clips_are_encoded_off_the_decoding_thread(tmp_path, monkeypatch):
 
 
 def test_a_failed_write_fails_the_video_in_the_manifest_and_leaves_no_file(tmp_path, monkeypatch):
-    def failing_encode(path, frames, fps, encoder, options):
+    def failing_encode(path, frames, fps, encoder, options, threads):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half a clip")
         raise OSError("No space left on device")

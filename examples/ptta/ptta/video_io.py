@@ -105,14 +105,14 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps
 
 
 def write_decoded_video(path: str | Path, frames: Sequence[av.VideoFrame], fps: float, encoder: str = "libx264",
-                        options: dict[str, str] | None = None) -> Path:
+                        options: dict[str, str] | None = None, threads: int = 0) -> Path:
     """Encode decoded frames (any pixel format, all one size) as yuv420p mp4, with no RGB round trip.
 
     `encoder` is any FFmpeg video encoder PyAV has (libx264, libx265, h264_nvenc, ...), opened with
     `options` (its AVOptions, e.g. {"crf": "20", "preset": "superfast"}); an option the encoder
     does not know raises ValueError rather than being ignored. Frames are re-timed at a constant
     `fps`. An odd width or height is rounded down to even (yuv420p needs even sizes), which the
-    encoder does by scaling.
+    encoder does by scaling. `threads` caps the encoder's threads (0: the encoder's own choice).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,6 +123,7 @@ def write_decoded_video(path: str | Path, frames: Sequence[av.VideoFrame], fps: 
         stream = container.add_stream(encoder, rate=rate)
         stream.width, stream.height = frames[0].width // 2 * 2, frames[0].height // 2 * 2
         stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = threads
         stream.options = dict(options or {})
         for number, frame in enumerate(frames):
             if frame.format.name != "yuv420p" or (frame.width, frame.height) != (stream.width, stream.height):

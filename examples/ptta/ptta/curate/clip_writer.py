@@ -32,7 +32,8 @@ class ClipWriteError(Exception):
 
 
 def encode_clip(out_dir: Path, clip_id: str, frames: list[tuple[float, av.VideoFrame]], times: np.ndarray,
-                fps: float, out_size: tuple[int, int] | None, encoder: str, options: dict[str, str]) -> str:
+                fps: float, out_size: tuple[int, int] | None, encoder: str, options: dict[str, str],
+                threads: int = 0) -> str:
     """Encode the frames shown at `times` (resampled to `fps`, resized if asked); return the relative path."""
     source_times = np.array([t for t, _ in frames])
     # For each output time, the latest source frame shown at that moment. Without the tolerance, a
@@ -47,7 +48,7 @@ def encode_clip(out_dir: Path, clip_id: str, frames: list[tuple[float, av.VideoF
     final = out_dir / "clips" / f"{clip_id}.mp4"
     partial = final.with_name(f"{clip_id}.partial.mp4")  # renamed only once complete
     try:
-        write_decoded_video(partial, chosen, fps=fps, encoder=encoder, options=options)
+        write_decoded_video(partial, chosen, fps=fps, encoder=encoder, options=options, threads=threads)
     except BaseException:
         partial.unlink(missing_ok=True)  # a failed video's record stays, so no rerun would clean it
         raise
@@ -61,9 +62,10 @@ class BackgroundClipWriter:
     The frames handed over must no longer be used by the caller: the encoder re-times them.
     """
 
-    def __init__(self, out_dir: Path, out_size: tuple[int, int] | None, encoder: str, options: dict[str, str]):
+    def __init__(self, out_dir: Path, out_size: tuple[int, int] | None, encoder: str, options: dict[str, str],
+                 threads: int = 0):
         self._out_dir = out_dir
-        self._options = {"out_size": out_size, "encoder": encoder, "options": options}
+        self._options = {"out_size": out_size, "encoder": encoder, "options": options, "threads": threads}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="clip-writer")
         self._in_flight: tuple[dict, Future] | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -55,9 +56,16 @@ def _start_worker(settings: CurateSettings, out_dir: Path, threads: int | None) 
     if threads is not None:
         cv2.setNumThreads(threads)  # several workers share the cores
     try:
-        _worker_curator = VideoCurator(settings, out_dir, make_aesthetic_scorer(settings))
+        _worker_curator = VideoCurator(settings, out_dir, make_aesthetic_scorer(settings), codec_threads=threads or 0)
     except Exception as error:  # noqa: BLE001 - an initializer that raises only says "pool broken"
         _worker_start_error = f"{type(error).__name__}: {error}"
+
+
+def threads_per_worker(workers: int) -> int:
+    """Each worker's share of the cores for OpenCV, the decoder and the encoder. Each would
+    otherwise start about one thread per core: with one worker per core, cores x cores threads
+    and as many decoder frame buffers, which for 4K video is gigabytes per worker."""
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def _curate_in_worker(path: Path) -> dict:
@@ -97,7 +105,7 @@ def _run_pool(todo: list[Path], out_dir: Path, settings: CurateSettings, workers
     """Run `todo` on a pool; return the videos left unfinished because the pool broke."""
     context = multiprocessing.get_context("spawn")  # torch and decoder threads do not survive fork
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(settings, out_dir, 1)) as pool:
+                             initargs=(settings, out_dir, threads_per_worker(workers))) as pool:
         pending = {pool.submit(_curate_in_worker, path): path for path in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -64,13 +64,15 @@ class CurationSource:
     it only after `frames()` is finished or closed.
     """
 
-    def __init__(self, path: str | Path, max_pixels: int, warnings: list[str]):
+    def __init__(self, path: str | Path, max_pixels: int, warnings: list[str], threads: int = 0):
+        """`threads` caps the decoder's threads (0: FFmpeg's choice, about one per core)."""
         self._warnings = warnings
         self._container = open_media(path)
         try:
             self._stream = curatable_video_stream(self._container, max_pixels)
-            # Frame threading must be chosen before the first packet opens the decoder.
+            # Threading must be chosen before the first packet opens the decoder.
             self._stream.thread_type = "AUTO"
+            self._stream.codec_context.thread_count = threads
             self._damaged: set[int] = set()  # ids of the first frames after skipped damage
             self._decoded = decode_past_damage(self._container, self._stream, self._damaged, warnings)
             self._first, self._first_error = None, None
@@ -89,6 +91,11 @@ class CurationSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def decoder_threads(self) -> int:
+        """The threads the decoder runs on (FFmpeg's count once it has opened)."""
+        return self._stream.codec_context.thread_count
 
     def close(self) -> None:
         self._decoded.close()

@@ -61,10 +61,13 @@ def resample_times(start: float, end: float, fps: float) -> np.ndarray:
 class VideoCurator:
     """Holds one worker's scorer and the output folder; `run(path)` curates a video."""
 
-    def __init__(self, settings: CurateSettings, out_dir: Path, scorer: AestheticScorer):
+    def __init__(self, settings: CurateSettings, out_dir: Path, scorer: AestheticScorer, codec_threads: int = 0):
+        """`codec_threads` caps the decoder's and the encoder's threads (0: FFmpeg's choice, about one
+        per core; workers sharing a machine each take their share)."""
         self.settings = settings
         self.out_dir = out_dir
         self.scorer = scorer
+        self.codec_threads = codec_threads
 
     def run(self, path: str | Path) -> dict:
         """Curate `path`, write its record under out/videos/, and return it. Never raises for bad input."""
@@ -76,10 +79,10 @@ class VideoCurator:
         warnings: list[str] = []
         info, error, frames_decoded = None, None, 0
         try:
-            with CurationSource(path, self.settings.max_pixels, warnings) as source:
+            with CurationSource(path, self.settings.max_pixels, warnings, self.codec_threads) as source:
                 info = source.info
                 writer = BackgroundClipWriter(self.out_dir, self.settings.out_size, self.settings.encoder,
-                                              self.settings.encoder_open_options())
+                                              self.settings.encoder_open_options(), self.codec_threads)
                 with writer:
                     frames_decoded, seconds = self._decode_and_cut(path, vid, source, clips, warnings, writer)
             if info.duration and seconds < TRUNCATION_RATIO * info.duration - 0.5:
