@@ -299,3 +299,15 @@ def test_folders_are_searched_through_symlinks_once(tmp_path):
     found = find_videos([tmp_path / "data"])
     assert sorted(path.relative_to(tmp_path).as_posix() for path in found) == [
         "data/show/ep1.mkv", "elsewhere/ep2.MP4", "elsewhere/ep3.h264"]  # fmt: skip
+
+
+def test_a_size_change_mid_stream_fails_the_video_from_the_decoder_thread(tmp_path):
+    """Raw H.264 streams of two sizes joined byte by byte: the error is raised where frames are
+    decoded (a thread of its own) and must still fail the video with its reason."""
+    parts = [encode(tmp_path / f"part{i}.h264", moving_square(36, width=width), container_format="h264")
+             for i, width in enumerate((64, 96))]
+    joined = tmp_path / "joined.h264"
+    joined.write_bytes(b"".join(part.read_bytes() for part in parts))
+    record = curate(joined, tmp_path / "out")
+    assert record["error"] == "frame size changes mid-stream (64x48 -> 96x48)"
+    assert record["status"] == "failed"
