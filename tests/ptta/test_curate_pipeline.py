@@ -254,6 +254,27 @@ def test_a_killed_run_resumes_losing_only_the_video_in_flight(tmp_path):
     assert written == sorted(Path(r["clip_path"]).name for r in rows if r["clip_path"])  # nothing partial left
 
 
+def test_files_of_a_video_a_killed_run_left_unfinished_are_reported(tmp_path, capsys):
+    """A rerun deletes a killed video's clips when it curates that video again; if the video was
+    dropped from the inputs, they stay, outside the manifest, and the summary says so."""
+    inputs = tmp_path / "in"
+    for name in ("kept", "dropped"):
+        make_animation_video(inputs / f"{name}.mp4", [ShotSpec(3.5, speed=0.6)], size=(96, 54))
+    out = tmp_path / "out"
+    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--no-progress"]) == 0
+    (dropped_record,) = (out / "videos").glob("dropped-*.json")
+    dropped_id = dropped_record.stem
+    dropped_record.unlink()  # as if killed after writing its clip, before its record
+    (inputs / "dropped.mp4").unlink()
+    left = sorted(p.name for folder in ("clips", "thumbs") for p in (out / folder).glob(f"{dropped_id}-*"))
+    assert len(left) == 2
+    capsys.readouterr()
+    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--no-progress"]) == 0
+    assert "2 files in clips/ or thumbs/ belong to videos a killed run left unfinished" in capsys.readouterr().err
+    rows = read_manifest(out)
+    assert rows and all(row["video_id"].startswith("kept-") for row in rows)
+
+
 def test_shards_merge_into_the_same_manifest_as_one_run(tmp_path):
     inputs = tmp_path / "in"
     for i in range(4):

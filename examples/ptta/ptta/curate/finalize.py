@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 from ptta.curate.manifest import Summary, manifest_rows, summarize, write_errors_log, write_manifest
@@ -18,6 +20,23 @@ def stored_settings(run_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+# clips/<video id>-<number>.mp4 (.partial.mp4 while written) and thumbs/<video id>-<number>.jpg,
+# where a video id ends in 8 hex digits (probe.video_id).
+_OUTPUT_NAME = re.compile(r"^(?P<video_id>.+-[0-9a-f]{8})-\d{4,}(\.partial)?\.(mp4|jpg)$")
+
+
+def orphaned_outputs(run_dir: Path, video_ids: set[str]) -> list[Path]:
+    """Files in run_dir's clips/ and thumbs/ of videos that have no record there.
+
+    A video killed in flight leaves its finished clips behind; rerunning it deletes them, but a
+    video dropped from the inputs is never rerun. They are reported, not deleted: a run still
+    going in the same folder (another shard) would have the same kind of files.
+    """
+    files = [path for folder in ("clips", "thumbs") for path in sorted((run_dir / folder).glob("*"))]
+    return [path for path in files
+            if (match := _OUTPUT_NAME.match(path.name)) is None or match["video_id"] not in video_ids]  # fmt: skip
+
+
 def finalize(run_dirs: list[Path], manifest_dir: Path) -> Summary:
     """Write manifest.jsonl/.parquet, errors.log and report.html into manifest_dir.
 
@@ -31,8 +50,11 @@ def finalize(run_dirs: list[Path], manifest_dir: Path) -> Summary:
             raise ValueError(f"{run_dir} was curated with other settings than {run_dirs[0]} ({', '.join(changed)})")
     seen: set[str] = set()
     records_by_dir = []
+    orphans = 0
     for run_dir in run_dirs:
-        for record in read_video_records(run_dir):
+        run_records = read_video_records(run_dir)
+        orphans += len(orphaned_outputs(run_dir, {record["video_id"] for record in run_records}))
+        for record in run_records:
             if record["video_id"] not in seen:
                 seen.add(record["video_id"])
                 records_by_dir.append((run_dir, record))
@@ -40,6 +62,6 @@ def finalize(run_dirs: list[Path], manifest_dir: Path) -> Summary:
     rows = manifest_rows(records_by_dir, manifest_dir)
     write_manifest(rows, manifest_dir)
     write_errors_log(records, manifest_dir)
-    summary = summarize(records)
+    summary = dataclasses.replace(summarize(records), orphaned_files=orphans)
     write_report(rows, summary, manifest_dir, settings[0].get("theta"))
     return summary

@@ -28,12 +28,16 @@ class Summary:
     selected: int
     captioned: int
     caption_failed: int = 0
+    orphaned_files: int = 0  # in clips/ and thumbs/, of videos with no record
 
     def line(self) -> str:
         failed_captions = f" ({self.caption_failed} failed: see errors.log)" if self.caption_failed else ""
+        orphans = (f"; {self.orphaned_files} files in clips/ or thumbs/ belong to videos a killed run left "
+                   "unfinished and no run curated again (not in the manifest)") if self.orphaned_files else ""
         return (
             f"{self.videos} videos ({self.failed} failed, {self.warned} with warnings), "
             f"{self.candidates} candidate clips, {self.selected} selected, {self.captioned} captioned{failed_captions}"
+            f"{orphans}"
         )
 
 
