@@ -8,7 +8,7 @@ from contextlib import closing
 
 import pytest
 
-from ptta.curate.read_ahead import read_ahead
+from ptta.curate.read_ahead import _wait_uninterrupted, read_ahead
 
 
 def counting(limit: int, produced: list[int], closed_on: list[str], fail_at: int | None = None):
@@ -61,3 +61,21 @@ def test_a_consumer_that_fails_stops_the_producer_before_closing_returns():
     assert closed_on == ["decoder"]
     assert not any(t.name == "decoder" for t in threading.enumerate())
     assert len(produced) < 100
+
+
+def test_a_ctrl_c_while_waiting_for_the_producer_is_raised_only_once_it_has_finished():
+    """A second Ctrl-C during the wait must not let the caller close the decoder under the
+    producer: the wait goes on, and the interrupt is raised after it."""
+
+    class InterruptedOnce:
+        waits = 0
+
+        def wait(self):
+            self.waits += 1
+            if self.waits == 1:
+                raise KeyboardInterrupt
+
+    event = InterruptedOnce()
+    with pytest.raises(KeyboardInterrupt):
+        _wait_uninterrupted(event)
+    assert event.waits == 2

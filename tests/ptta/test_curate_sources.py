@@ -9,6 +9,7 @@ Each input is generated here (64x48 to 96x48, at most 2 s) and curated by VideoC
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -311,3 +312,25 @@ def test_a_size_change_mid_stream_fails_the_video_from_the_decoder_thread(tmp_pa
     record = curate(joined, tmp_path / "out")
     assert record["error"] == "frame size changes mid-stream (64x48 -> 96x48)"
     assert record["status"] == "failed"
+
+
+def test_the_size_checked_against_max_pixels_is_the_size_frames_must_keep(tmp_path):
+    """A raw stream whose header says 64x48 but whose first decodable frames are 640x480 (the small
+    part's slices are damaged): decoding the first frame must not move the checked size to 640x480,
+    which would let frames over --max-pixels through."""
+    small = encode(tmp_path / "small.h264", moving_square(48), container_format="h264").read_bytes()
+    large = encode(tmp_path / "large.h264", moving_square(48, width=640, height=480, side=100),
+                   container_format="h264").read_bytes()
+    rng = np.random.default_rng(0)
+    starts = [m.start() for m in re.finditer(b"\x00\x00\x01", small)] + [len(small)]
+    damaged = bytearray(small[: starts[0]])
+    for start, end in zip(starts, starts[1:]):
+        unit = bytearray(small[start:end])
+        if unit[3] & 0x1F in (1, 5):  # coded slices: scrambled, parameter sets kept
+            unit[5:] = rng.integers(1, 256, len(unit) - 5, np.uint8).tobytes()
+        damaged += unit
+    joined = tmp_path / "joined.h264"
+    joined.write_bytes(bytes(damaged) + large)
+    record = curate(joined, tmp_path / "out", max_pixels=64 * 48)
+    assert record["error"] == "frame size changes mid-stream (64x48 -> 640x480)"
+    assert record["info"]["source_width"] == 64

@@ -19,23 +19,23 @@ _CHROMA_TO_FULL = np.clip((np.arange(256) - 128) * 255.0 / 224.0 + 128, 0, 255).
 _YCRCB_TO_FULL = np.dstack([_LUMA_TO_FULL, _CHROMA_TO_FULL, _CHROMA_TO_FULL]).reshape(256, 1, 3)
 
 
-def downscale(plane: np.ndarray, width: int, height: int) -> np.ndarray:
+def downscale(plane: np.ndarray, width: int, height: int, halvings: bool = False) -> np.ndarray:
     """Area-average by the largest whole factor, then bilinear to the exact size.
 
     Whole-factor area averaging removes most aliasing; the bilinear step covers the remaining
-    factor below 2. Also scales up (bilinear) when asked. Two things keep it on OpenCV's fast
-    paths, each up to several times faster than the general one (720p luma to 128 px wide: 0.13
-    instead of 0.23 ms; 640x272 to 128x54: 0.07 instead of 0.18 ms):
+    factor below 2. Also scales up (bilinear) when asked. The plane is first cropped to a multiple
+    of the factor (under one output pixel is lost at the right and bottom edges), so that OpenCV
+    scales by an exact integer on its fast path rather than by, say, 272/54 = 5.04 on its general
+    one (640x272 to 128x54: 0.07 instead of 0.18 ms).
 
-    * the plane is cropped to a multiple of the factor (under one output pixel is lost at the
-      right and bottom edges), so that OpenCV scales by an exact integer rather than by, say,
-      272/54 = 5.04;
-    * even factors are taken as halvings first: an average of 2x2 averages is the same average,
-      up to the rounding of the 8-bit steps.
+    `halvings` takes even factors as repeated 2x2 averages first, OpenCV's fastest path (720p luma
+    to 160 px: 0.05 instead of 0.13 ms). An average of 2x2 averages is the same average only up
+    to the rounding of each 8-bit step, so this is for the shot detector's input; the flow (whose
+    unit was calibrated on single averages) and written clips use one average per pixel.
     """
     factor = int(min(plane.shape[0] / height, plane.shape[1] / width))
     while factor >= 2:
-        step = 2 if factor % 2 == 0 else factor
+        step = 2 if halvings and factor % 2 == 0 else factor
         rows, columns = plane.shape[0] // step, plane.shape[1] // step
         plane = cv2.resize(plane[: rows * step, : columns * step], (columns, rows), interpolation=cv2.INTER_AREA)
         factor //= step
@@ -54,7 +54,7 @@ def small_bgr(frame: av.VideoFrame, width: int) -> np.ndarray:
     width = min(width, frame.width)
     height = max(2, round(frame.height * width / frame.width))
     y, u, v = yuv420_planes(frame)
-    ycrcb = cv2.merge([downscale(y, width, height), downscale(v, width, height), downscale(u, width, height)])
+    ycrcb = cv2.merge([downscale(plane, width, height, halvings=True) for plane in (y, v, u)])
     # Curation frames are limited range (source.py converts full-range sources).
     return cv2.cvtColor(cv2.LUT(ycrcb, _YCRCB_TO_FULL), cv2.COLOR_YCrCb2BGR)
 

@@ -65,7 +65,15 @@ def threads_per_worker(workers: int) -> int:
     """Each worker's share of the cores for OpenCV, the decoder and the encoder. Each would
     otherwise start about one thread per core: with one worker per core, cores x cores threads
     and as many decoder frame buffers, which for 4K video is gigabytes per worker."""
-    return max(1, (os.cpu_count() or 1) // workers)
+    return max(1, usable_cores() // workers)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity (taskset, a cluster job's allocation), not
+    the whole host's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _curate_in_worker(path: Path) -> dict:

@@ -121,8 +121,8 @@ def probe_video(path: str | Path, max_pixels: int) -> VideoInfo:
     cannot be curated. (Curation itself probes through source.CurationSource, which keeps the file
     open and the first frame for decoding.)"""
     with open_media(path) as container:
-        stream = curatable_video_stream(container, max_pixels)
-        return video_info(path, container, stream, first_decoded_frame(container, stream))
+        header = read_stream_header(container, max_pixels)
+        return video_info(path, container, header, first_decoded_frame(container, header.stream))
 
 
 def open_media(path: str | Path) -> av.container.InputContainer:
@@ -136,7 +136,22 @@ def open_media(path: str | Path) -> av.container.InputContainer:
         raise InputError(f"not a readable media file: {error}") from None
 
 
-def curatable_video_stream(container: av.container.InputContainer, max_pixels: int) -> av.VideoStream:
+@dataclass(frozen=True)
+class StreamHeader:
+    """The video stream to curate and what its header states, read before anything is decoded:
+    decoding updates the codec context to the first frame's size, which may differ (a damaged
+    start), and the --max-pixels check and the frame-size check must use what was checked."""
+
+    stream: av.VideoStream
+    source_width: int
+    source_height: int
+    sample_aspect_ratio: Fraction | None  # only when it changes the display width
+    rate: Fraction
+    codec: str
+    pixel_format: str | None
+
+
+def read_stream_header(container: av.container.InputContainer, max_pixels: int) -> StreamHeader:
     """The video stream to curate, checked from the header alone (nothing decoded yet)."""
     stream = pick_video_stream(container)
     if stream is None:
@@ -147,42 +162,42 @@ def curatable_video_stream(container: av.container.InputContainer, max_pixels: i
         raise InputError("video stream has no frame size (corrupt header)")
     if min(source_width, source_height) < 2:
         raise InputError(f"frames of {source_width}x{source_height} are too small")
+    sample_aspect_ratio = _non_square_pixels(stream)
     # A rotation swaps the sides, so the curated size can be checked before the first frame is.
-    width, height = curated_size(source_width, source_height, _non_square_pixels(stream), 0)
+    width, height = curated_size(source_width, source_height, sample_aspect_ratio, 0)
     if max(width * height, source_width * source_height) > max_pixels:
         raise InputError(f"frames of {source_width}x{source_height} exceed --max-pixels {max_pixels}")
     rate = _frame_rate(container, stream)
     if not rate or float(rate) <= 0:
         raise InputError("video stream has no frame rate")
-    return stream
+    return StreamHeader(stream, source_width, source_height, sample_aspect_ratio, rate,
+                        stream.codec_context.name, stream.codec_context.pix_fmt)
 
 
-def video_info(path: str | Path, container: av.container.InputContainer, stream: av.VideoStream,
+def video_info(path: str | Path, container: av.container.InputContainer, header: StreamHeader,
                first_frame: av.VideoFrame | None) -> VideoInfo:
-    """What curation needs to know of a stream that curatable_video_stream accepted; the first
-    decoded frame carries the display matrix (None: taken as upright)."""
+    """What curation needs to know of a stream read_stream_header accepted; the first decoded
+    frame carries the display matrix (None: taken as upright)."""
     path = Path(path)
-    source_width, source_height = stream.codec_context.width, stream.codec_context.height
-    sample_aspect_ratio = _non_square_pixels(stream)
     rotation, mirrored = display_orientation(first_frame)
-    width, height = curated_size(source_width, source_height, sample_aspect_ratio, rotation)
+    width, height = curated_size(header.source_width, header.source_height, header.sample_aspect_ratio, rotation)
     return VideoInfo(
         path=str(path),
         size_bytes=path.stat().st_size,
-        duration=_video_duration(container, stream),
-        fps=float(_frame_rate(container, stream)),
+        duration=_video_duration(container, header.stream),
+        fps=float(header.rate),
         width=width,
         height=height,
-        codec=stream.codec_context.name,
-        pixel_format=stream.codec_context.pix_fmt,
-        frames=stream.frames or None,
+        codec=header.codec,
+        pixel_format=header.pixel_format,
+        frames=header.stream.frames or None,
         has_audio=bool(container.streams.audio),
-        stream_index=stream.index,
-        source_width=source_width,
-        source_height=source_height,
+        stream_index=header.stream.index,
+        source_width=header.source_width,
+        source_height=header.source_height,
         rotation=rotation,
         mirrored=mirrored,
-        sample_aspect_ratio=None if sample_aspect_ratio is None else str(sample_aspect_ratio),
+        sample_aspect_ratio=None if header.sample_aspect_ratio is None else str(header.sample_aspect_ratio),
     )
 
 

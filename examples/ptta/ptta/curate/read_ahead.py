@@ -33,6 +33,10 @@ def read_ahead(items: Iterator[Item], depth: int, name: str = "read-ahead") -> I
     """
     handoff: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
+    # Set by the producer as its very last step, after `items` is closed. Waited on rather than
+    # Thread.join, which a second Ctrl-C interrupts, after which is_alive() reports a thread that
+    # is still decoding as stopped (CPython 3.11).
+    finished = threading.Event()
 
     def put(entry) -> bool:
         while not stop.is_set():
@@ -52,9 +56,12 @@ def read_ahead(items: Iterator[Item], depth: int, name: str = "read-ahead") -> I
         except BaseException as error:  # noqa: BLE001 - handed to the consumer, which re-raises it
             put(_End(error))
         finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
+            try:
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                finished.set()
 
     producer = threading.Thread(target=produce, name=name, daemon=True)
     producer.start()
@@ -68,4 +75,21 @@ def read_ahead(items: Iterator[Item], depth: int, name: str = "read-ahead") -> I
             yield entry
     finally:
         stop.set()
-        producer.join()
+        _wait_uninterrupted(finished)
+
+
+def _wait_uninterrupted(event: threading.Event) -> None:
+    """Wait for `event` even through Ctrl-C; an interrupt that came meanwhile is raised after.
+
+    The caller goes on to close what the producer is using (a decoder, its file), which must not
+    happen while the producer still runs.
+    """
+    interrupt: BaseException | None = None
+    while True:
+        try:
+            event.wait()
+            break
+        except BaseException as error:  # noqa: BLE001 - re-raised below, once it is safe
+            interrupt = error
+    if interrupt is not None:
+        raise interrupt

@@ -39,7 +39,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ptta.curate.probe import InputError, VideoInfo, curatable_video_stream, open_media, video_info
+from ptta.curate.probe import InputError, VideoInfo, open_media, read_stream_header, video_info
 from ptta.video_io import yuv420_planes
 
 # Backward steps up to this are out-of-order or repeated timestamps (their frames are dropped);
@@ -69,7 +69,8 @@ class CurationSource:
         self._warnings = warnings
         self._container = open_media(path)
         try:
-            self._stream = curatable_video_stream(self._container, max_pixels)
+            header = read_stream_header(self._container, max_pixels)
+            self._stream = header.stream
             # Threading must be chosen before the first packet opens the decoder.
             self._stream.thread_type = "AUTO"
             self._stream.codec_context.thread_count = threads
@@ -81,7 +82,7 @@ class CurationSource:
             except av.error.FFmpegError as error:
                 # The header was fine: this is reported as a decoding failure once frames are read.
                 self._first_error = error
-            self.info = video_info(path, self._container, self._stream, self._first)
+            self.info = video_info(path, self._container, header, self._first)
         except BaseException:
             self._container.close()
             raise
