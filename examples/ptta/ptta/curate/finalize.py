@@ -26,7 +26,8 @@ _OUTPUT_NAME = re.compile(r"^(?P<video_id>.+-[0-9a-f]{8})-\d{4,}(\.partial)?\.(m
 
 
 def orphaned_outputs(run_dir: Path, video_ids: set[str]) -> list[Path]:
-    """Files in run_dir's clips/ and thumbs/ of videos that have no record there.
+    """Files in run_dir's clips/ and thumbs/ that no record there accounts for: those of videos
+    without a record, and any file not named as curation names its outputs.
 
     A video killed in flight leaves its finished clips behind; rerunning it deletes them, but a
     video dropped from the inputs is never rerun. They are reported, not deleted: a run still

@@ -15,8 +15,9 @@ computed at 480 px, 9.70 x 1.5 = 14.55 computed at 320 px), so it is multiplied 
 Samples are taken on a time grid (6 nominal frame durations) and each pair is divided by its true
 time difference, so variable-frame-rate video is measured in true seconds. A clip's score is the
 mean over the (sample, next sample) pairs that lie wholly inside it, so a pair across a cut never
-counts. A pair's flow is computed only when a clip containing it is scored: footage that never
-becomes a candidate clip (shots shorter than a clip, the remainder of a shot) costs no flow.
+counts. A pair's flow is computed only once its stretch of the shot is long enough to become a
+clip (or when a clip containing it is scored): footage that never becomes a candidate clip (shots
+shorter than a clip, the remainder of a shot) costs no flow.
 """
 
 from __future__ import annotations
