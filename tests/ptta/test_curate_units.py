@@ -16,7 +16,7 @@ from ptta.curate.frames import downscale
 from ptta.curate.pipeline import threads_per_worker
 from ptta.curate.probe import InputError, find_videos, probe_video, read_file_list, shard_of, video_id
 from ptta.curate.settings import CurateSettings
-from ptta.curate.shots import detection_width
+from ptta.curate.shots import detection_size
 from ptta.curate.source import CurationSource
 from ptta.curate.video_task import select
 from ptta.synthetic import ShotSpec, make_animation_video
@@ -266,8 +266,10 @@ def test_downscale_finishes_a_fractional_factor_bilinearly():
 
 
 def test_the_detector_reads_frames_scaled_by_a_power_of_two_near_128_px():
-    assert [detection_width(w) for w in (1920, 1280, 854, 640, 192, 100)] == [120, 160, 106, 160, 192, 100]
-    assert all(96 <= detection_width(w) <= 192 for w in range(193, 8000, 7))
+    sizes = [(1920, 1080), (1280, 720), (854, 480), (640, 272), (192, 108), (100, 56)]
+    assert [detection_size(*size) for size in sizes] == [(120, 67), (160, 90), (106, 60), (160, 68), (192, 108),
+                                                         (100, 56)]
+    assert all(96 <= detection_size(w, w // 2)[0] <= 192 for w in range(193, 8000, 7))
 
 
 def test_workers_share_the_cores_among_their_codec_and_opencv_threads(tmp_path, monkeypatch):

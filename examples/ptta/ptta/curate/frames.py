@@ -49,10 +49,12 @@ def grey(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     return downscale(yuv420_planes(frame)[0], width, height)
 
 
-def small_bgr(frame: av.VideoFrame, width: int) -> np.ndarray:
-    """BGR uint8 at `width` (never scaled up), aspect kept: what PySceneDetect's detectors read."""
-    width = min(width, frame.width)
-    height = max(2, round(frame.height * width / frame.width))
+def small_bgr(frame: av.VideoFrame, width: int, height: int | None = None) -> np.ndarray:
+    """BGR uint8 at `width` (never scaled up) by `height` (default: the aspect kept): what
+    PySceneDetect's detectors read."""
+    if height is None or width > frame.width:
+        width = min(width, frame.width)
+        height = max(2, round(frame.height * width / frame.width))
     y, u, v = yuv420_planes(frame)
     ycrcb = cv2.merge([downscale(plane, width, height, halvings=True) for plane in (y, v, u)])
     # Curation frames are limited range (source.py converts full-range sources).
