@@ -76,6 +76,8 @@ def read_ahead(items: Iterator[Item], depth: int, name: str = "read-ahead") -> I
     finally:
         stop.set()
         _wait_uninterrupted(finished)
+        # Only returning is left to it now.
+        producer.join()
 
 
 def _wait_uninterrupted(event: threading.Event) -> None:
