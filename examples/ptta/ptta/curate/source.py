@@ -54,6 +54,13 @@ TIMESTAMP_LOOKAHEAD_FRAMES = 8
 FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 
 
+def probe_video(path: str | Path, max_pixels: int) -> VideoInfo:
+    """What curating `path` would know before its frames: the header and the first frame's
+    orientation; InputError with a reason for anything that cannot be curated."""
+    with CurationSource(path, max_pixels, []) as source:
+        return source.info
+
+
 class CurationSource:
     """A video opened once: probed from its header and first frame (`info`), then decoded from that
     same frame on by `frames()`.
