@@ -120,7 +120,7 @@ def rewrite(directory, edit) -> None:
 def test_missing_key_names_the_module(tmp_path):
     _, directory = saved_nested(tmp_path)
     rewrite(directory, lambda state: state.pop("blocks.1.mlp.0.lora_B"))
-    with pytest.raises(AdapterLoadError, match=r"missing 1 tensor\(s\).*blocks\.1\.mlp\.0\.lora_B") as info:
+    with pytest.raises(AdapterLoadError, match=r"missing 1 tensor: blocks\.1\.mlp\.0\.lora_B$") as info:
         hydralora.load_adapter(build_nested(), directory)
     assert "adapter_model.safetensors" in str(info.value)
 
@@ -128,14 +128,14 @@ def test_missing_key_names_the_module(tmp_path):
 def test_extra_key_names_the_module(tmp_path):
     _, directory = saved_nested(tmp_path)
     rewrite(directory, lambda state: state.__setitem__("blocks.7.mlp.0.lora_A", torch.zeros(2, 7)))
-    with pytest.raises(AdapterLoadError, match=r"1 unexpected tensor\(s\).*blocks\.7\.mlp\.0\.lora_A"):
+    with pytest.raises(AdapterLoadError, match=r"extra 1 tensor: blocks\.7\.mlp\.0\.lora_A \(the model has no adapter"):
         hydralora.load_adapter(build_nested(), directory)
 
 
 def test_shape_mismatch_names_the_module_and_both_shapes(tmp_path):
     _, directory = saved_nested(tmp_path)
     rewrite(directory, lambda state: state.__setitem__("head.lora_B", torch.zeros(3, 7, 5)))
-    with pytest.raises(AdapterLoadError, match=r"head\.lora_B: shape \(3, 7, 5\) in .*, \(3, 7, 2\) in the model"):
+    with pytest.raises(AdapterLoadError, match=r"file vs model shape differs in 1 tensor: head\.lora_B 3x7x5 vs 3x7x2$"):
         hydralora.load_adapter(build_nested(), directory)
 
 
@@ -164,7 +164,7 @@ def test_strict_load_changes_nothing_when_it_fails():
     before = {k: v.clone() for k, v in hydralora.adapter_state_dict(model).items()}
     state = {k: torch.ones_like(v) for k, v in before.items()}
     state["head.lora_A"] = torch.ones(3, 12)
-    with pytest.raises(AdapterLoadError, match=r"head\.lora_A: shape \(3, 12\) in my checkpoint"):
+    with pytest.raises(AdapterLoadError, match=r"cannot load my checkpoint: file vs model shape differs in 1 tensor: head\.lora_A 3x12 vs 2x12$"):
         hydralora.load_adapter_state_dict(model, state, source="my checkpoint")
     after = hydralora.adapter_state_dict(model)
     assert all(torch.equal(before[k], after[k]) for k in before)

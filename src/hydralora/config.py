@@ -155,11 +155,15 @@ class HydraConfig:
             raise FileNotFoundError(f"no HydraLoRA config at {path}")
         try:
             payload = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+        # UnicodeDecodeError too: a binary file in the config's place
+        except ValueError as exc:
             raise HydraConfigError(f"{path} is not valid JSON: {exc}") from exc
-        if not isinstance(payload, dict) or "hydra_config" not in payload:
+        if not isinstance(payload, dict) or not isinstance(payload.get("hydra_config"), dict):
             raise HydraConfigError(f"{path} holds no 'hydra_config' entry: is it a HydraLoRA adapter?")
-        return cls.from_dict(payload["hydra_config"])
+        try:
+            return cls.from_dict(payload["hydra_config"])
+        except HydraConfigError as exc:
+            raise HydraConfigError(f"{path}: {exc}") from exc
 
 
 def _as_float_list(name: str, value: Any) -> list[float]:

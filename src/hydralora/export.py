@@ -11,10 +11,9 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
 
 from hydralora.injection import hydra_layers
-from hydralora.io import adapter_config
+from hydralora.io import adapter_config, save_safetensors
 from hydralora.layer import HydraMergeError
 
 EXPORT_FORMATS = ("diffusers", "peft")
@@ -61,7 +60,7 @@ def export_lora(
         for name, (lora_a, b_eff) in layers.items():
             state[f"{key_prefix}{name}.lora_A.weight"] = lora_a
             state[f"{key_prefix}{name}.lora_B.weight"] = b_eff
-        save_file(state, str(file_path), metadata={"format": "pt"})
+        save_safetensors(state, file_path, metadata={"format": "pt"})
         return file_path
     path.mkdir(parents=True, exist_ok=True)
     state = {}
@@ -69,7 +68,7 @@ def export_lora(
         state[f"base_model.model.{name}.lora_A.weight"] = lora_a
         state[f"base_model.model.{name}.lora_B.weight"] = b_eff
     file_path = path / "adapter_model.safetensors"
-    save_file(state, str(file_path), metadata={"format": "pt"})
+    save_safetensors(state, file_path, metadata={"format": "pt"})
     peft_config = {
         "peft_type": "LORA",
         "r": config.r,
