@@ -15,7 +15,7 @@ from curate_support import save_tiny_qwen
 
 from ptta.curate.caption import (QWEN_VL_CHAT_TEMPLATE, ClipToCaption, ClipVideo, QwenCaptioner, model_placement,
                                  qwen_chat_template)  # fmt: skip
-from ptta.evaluate.scorers.qwen_video import smart_resize
+from ptta.models.qwen_vl import smart_resize
 from ptta.synthetic import ShotSpec, make_animation_video
 
 SMALL_FRAMES = 56 * 56  # tests keep the tiny frames small instead of raising them to 128 * 28 * 28

@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 
 from ptta.evaluate import ablate, command
 from ptta.evaluate.scorers import Scorer, VideoScore2Scorer, VideoScoreScorer
-from ptta.evaluate.tiny_checkpoints import save_tiny_videoscore, save_tiny_videoscore2
+from ptta.models.tiny_scorers import save_tiny_videoscore, save_tiny_videoscore2
 from ptta.video_io import write_video
 
 PROMPTS = ["anime girl, reading books, desk, solo, anime style", "red paper airplane, gliding, classroom, anime style"]

@@ -1,5 +1,5 @@
 """The evaluation protocol: the prompt set, manifests, the sampling plan, and sampling through
-`ptta.train.sample.generate_videos` (a fake sampler for the bookkeeping, the tiny model once)."""
+`ptta.sample.generate.generate_videos` (a fake sampler for the bookkeeping, the tiny model once)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 
 from ptta.evaluate import ablate, command
 from ptta.evaluate.generation import MethodSpec, generate_missing
-from ptta.evaluate.prompts import PTTA_PROMPTS, SAMPLES_PER_PROMPT, EvalPrompt, load_prompts
+from ptta.evaluate.prompts import SAMPLES_PER_PROMPT, load_prompts
+from ptta.paper_prompts import PTTA_PROMPTS, EvalPrompt
 from ptta.evaluate.protocol import ManifestError, plan_videos, read_manifest, write_manifest
 from ptta.video_io import write_video
 
@@ -84,7 +85,7 @@ def test_manifest_errors_name_the_file_and_line(tmp_path, content, message):
 
 
 def fake_sampler(calls: list):
-    """Stands in for ptta.train.sample.generate_videos: records its arguments, writes tiny clips."""
+    """Stands in for ptta.sample.generate.generate_videos: records its arguments, writes tiny clips."""
     def generate_videos(prompts, out_dir, *, model, seeds, gif, adapter=None, **options):
         calls.append({"prompts": list(prompts), "seeds": list(seeds), "adapter": adapter, "options": options})
         paths = []
@@ -97,10 +98,10 @@ def fake_sampler(calls: list):
 
 
 def test_generation_samples_only_missing_videos_once_per_method(tmp_path, monkeypatch):
-    import ptta.train.sample
+    import ptta.evaluate.generation
 
     calls = []
-    monkeypatch.setattr(ptta.train.sample, "generate_videos", fake_sampler(calls))
+    monkeypatch.setattr(ptta.evaluate.generation, "generate_videos", fake_sampler(calls))
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     methods = [MethodSpec.parse("base"), MethodSpec.parse(f"ptta={adapter}")]
@@ -121,7 +122,7 @@ def test_generation_samples_only_missing_videos_once_per_method(tmp_path, monkey
 
 
 def test_a_method_whose_sampling_fails_is_reported_and_the_others_are_sampled(tmp_path, monkeypatch):
-    import ptta.train.sample
+    import ptta.evaluate.generation
 
     calls = []
     working = fake_sampler(calls)
@@ -131,7 +132,7 @@ def test_a_method_whose_sampling_fails_is_reported_and_the_others_are_sampled(tm
             raise RuntimeError("adapter does not fit this model")
         return working(prompts, out_dir, adapter=adapter, **kwargs)
 
-    monkeypatch.setattr(ptta.train.sample, "generate_videos", flaky)
+    monkeypatch.setattr(ptta.evaluate.generation, "generate_videos", flaky)
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     methods = [MethodSpec.parse(f"ptta={adapter}"), MethodSpec.parse("base")]
@@ -149,7 +150,7 @@ def test_a_missing_adapter_path_is_refused_before_sampling(tmp_path):
 
 
 def test_ablation_trains_missing_adapters_with_n_heads_then_samples_each(tmp_path, monkeypatch):
-    import ptta.train.sample
+    import ptta.evaluate.generation
     import ptta.train.trainer
 
     trained = []
@@ -163,7 +164,7 @@ def test_ablation_trains_missing_adapters_with_n_heads_then_samples_each(tmp_pat
 
     calls = []
     monkeypatch.setattr(ptta.train.trainer, "train", fake_train)
-    monkeypatch.setattr(ptta.train.sample, "generate_videos", fake_sampler(calls))
+    monkeypatch.setattr(ptta.evaluate.generation, "generate_videos", fake_sampler(calls))
     existing = tmp_path / "adapters" / "heads2"
     existing.mkdir(parents=True)
     (existing / "adapter_model.safetensors").write_bytes(b"")

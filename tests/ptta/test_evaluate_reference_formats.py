@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 
 from ptta.evaluate.scorers import DecodedVideo, ScorerError, VideoScore2Scorer, VideoScoreScorer
 from ptta.evaluate.scorers.videoscore2 import _chat_template
-from ptta.evaluate.tiny_checkpoints import save_tiny_videoscore, save_tiny_videoscore2
+from ptta.models.tiny_scorers import save_tiny_videoscore, save_tiny_videoscore2
 
 PROMPT = "anime girl, reading books, desk, gentle action, soft gaze, solo, full body, anime style"
 

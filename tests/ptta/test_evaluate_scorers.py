@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("transformers")
 
 from ptta.evaluate.scorers import ClipScoreScorer, DecodedVideo, ScorerError, VideoScore2Scorer, VideoScoreScorer
-from ptta.evaluate.scorers.qwen_video import QwenVisionLayout, patchify, sample_frame_indices, smart_resize
+from ptta.models.qwen_vl import QwenVisionLayout, patchify, sample_frame_indices, smart_resize
 from ptta.evaluate.scorers.videoscore import videoscore_frame_indices, videoscore_query
 from ptta.evaluate.scorers.videoscore2 import parse_vs2_answer, vs2_query
-from ptta.evaluate.tiny_checkpoints import save_tiny_clip, save_tiny_videoscore, save_tiny_videoscore2
+from ptta.models.tiny_scorers import save_tiny_clip, save_tiny_videoscore, save_tiny_videoscore2
 
 PROMPT = "anime girl, reading books, desk, gentle action, soft gaze, solo, full body, anime style"
 

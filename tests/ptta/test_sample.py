@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_train_fixtures import built_cache, clip_manifest, make_config_dict, tiny_model_dir  # noqa: F401
 
-from ptta.train.sample import generate_videos
+from ptta.sample.generate import generate_videos
 from ptta.video_io import read_video
 
 SIZE = {"height": 32, "width": 48, "frames": 9, "steps": 3}
@@ -19,7 +19,7 @@ SIZE = {"height": 32, "width": 48, "frames": 9, "steps": 3}
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, clip_manifest, built_cache, tmp_path_factory):
-    from ptta.train.config import config_from_dict
+    from ptta.config import config_from_dict
     from ptta.train.trainer import train
 
     out = tmp_path_factory.mktemp("trained")
@@ -86,12 +86,12 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, message):
 
 def test_wrong_head_count_and_missing_files_fail_before_prompts_are_encoded(trained, tiny_model_dir, tmp_path,
                                                                              monkeypatch):
-    from ptta.train import text_embeddings
+    from ptta.sample import generate
 
     def encode_prompts_alone(*args):
         raise AssertionError("prompts were encoded before the adapter files were checked")
 
-    monkeypatch.setattr(text_embeddings, "encode_prompts_alone", encode_prompts_alone)
+    monkeypatch.setattr(generate, "encode_prompts_alone", encode_prompts_alone)
     with pytest.raises(ValueError, match="have 2 entries; the adapter .* has 4 heads"):
         generate_videos(["p"], tmp_path, model=tiny_model_dir, adapter=trained.adapter_dir, head_weights=[1, 0],
                         progress=False, **SIZE)
@@ -132,9 +132,9 @@ def spy(monkeypatch, module, name: str) -> list[tuple]:
 def test_sampling_pipeline_holds_no_text_encoders_and_merges_without_originals(trained, tiny_model_dir, tmp_path,
                                                                               monkeypatch):
     import hydralora
-    from ptta.train import sample
+    from ptta.sample import generate
 
-    calls = spy(monkeypatch, sample, "render_video")
+    calls = spy(monkeypatch, generate, "render_video")
     generate_videos(["a girl walks"], tmp_path, model=tiny_model_dir, adapter=trained.adapter_dir, merge=True,
                     gif=False, progress=False, **SIZE)
     pipe = calls[0][0]
@@ -147,7 +147,7 @@ def test_sampling_pipeline_holds_no_text_encoders_and_merges_without_originals(t
 def test_prompts_and_videos_follow_the_length_limit_and_fps_recorded_by_training(trained, tiny_model_dir, tmp_path,
                                                                                  monkeypatch):
     from ptta.cli import main
-    from ptta.train import text_embeddings
+    from ptta.models import text_encoders as text_embeddings
 
     assert text_embeddings.recorded_max_sequence_length(trained.adapter_dir) == 256  # the fixture cache's value
     assert text_embeddings.recorded_max_sequence_length(trained.lora_path.parent) == 256

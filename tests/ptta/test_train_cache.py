@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from test_train_fixtures import built_cache, clip_manifest, make_config_dict, tiny_model_dir  # noqa: F401
 
 from ptta.synthetic import ShotSpec, make_animation_video
-from ptta.train.buckets import resample_frames
-from ptta.train.cache import CACHE_INFO_FILE, CacheError, build_cache, read_cache, shard_path, skipped_clips
-from ptta.train.config import config_from_dict
+from ptta.cache.buckets import resample_frames
+from ptta.cache.build import CACHE_INFO_FILE, CacheError, build_cache, read_cache, shard_path, skipped_clips
+from ptta.config import config_from_dict
 from ptta.train.data import CachedClipReader
 
 
@@ -37,7 +37,7 @@ def test_latents_keep_the_vae_dtype_and_text_embeddings_the_text_encoder_dtype(b
 
 
 def test_cached_embeddings_are_the_ones_sampling_encodes_on_the_same_device(built_cache, tiny_model_dir):
-    from ptta.train.text_embeddings import encode_prompts_alone
+    from ptta.models.text_encoders import encode_prompts_alone
 
     clip = read_cache(built_cache)[0]
     with safe_open(str(clip.shard), framework="pt") as handle:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ptta.train.config import ConfigError, config_from_dict, load_config
+from ptta.config import ConfigError, config_from_dict, load_config
 
 
 def write_yaml(path, data):
@@ -89,7 +89,7 @@ def fake_model_dir(root: Path, pipeline: str, in_channels: int) -> Path:
     ],
 )
 def test_image_to_video_model_dirs_are_refused_naming_the_file(tmp_path, pipeline, in_channels, bad_file, message):
-    from ptta.train.model import resolve_model_dir
+    from ptta.models.hunyuan_video import resolve_model_dir
 
     model = fake_model_dir(tmp_path / "model", pipeline, in_channels)
     with pytest.raises(ConfigError, match=message) as info:

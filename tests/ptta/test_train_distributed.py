@@ -17,12 +17,13 @@ import sys
 import hydralora
 import torch.distributed as dist
 from safetensors.torch import save_file
-from ptta.train.config import load_config
-from ptta.train.trainer import train
+from ptta.config import load_config
+from ptta.train.trainer import end_distributed, train
 
 result = train(load_config(sys.argv[1]), progress=False)
 state = {k: v.detach().contiguous() for k, v in hydralora.adapter_state_dict(result.model).items()}
 save_file(state, f"{sys.argv[2]}/rank{dist.get_rank()}.safetensors")
+end_distributed()
 """
 
 

@@ -10,9 +10,9 @@ import torch
 from test_train_fixtures import built_cache, clip_manifest, make_config, make_config_dict, tiny_model_dir  # noqa: F401
 
 import hydralora
-from ptta.train.cache import CacheError, build_cache, read_cache, shard_path, skipped_clips
+from ptta.cache.build import CacheError, build_cache, read_cache, shard_path, skipped_clips
 from ptta.train.checkpoint import list_checkpoints
-from ptta.train.config import ConfigError, config_from_dict
+from ptta.config import ConfigError, config_from_dict
 from ptta.train.data import epoch_plan
 from ptta.train.trainer import TrainingDivergedError, train
 
@@ -176,7 +176,7 @@ def test_adapter_type_none_has_nothing_to_train(make_config):
 
 
 def test_cache_of_another_model_is_refused(make_config, tmp_path):
-    from ptta.train.tiny_model import save_tiny_model
+    from ptta.models.tiny_hunyuan_video import save_tiny_model
 
     other = save_tiny_model(tmp_path / "other-model", seed=1)
     with pytest.raises(ConfigError, match="was made with model"):

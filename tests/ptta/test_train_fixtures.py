@@ -25,7 +25,7 @@ CAPTIONS = [
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from ptta.train.tiny_model import save_tiny_model
+    from ptta.models.tiny_hunyuan_video import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
 
@@ -71,8 +71,8 @@ def make_config_dict(model_dir: Path, manifest: Path, cache_dir: Path, output_di
 
 @pytest.fixture(scope="session")
 def built_cache(tiny_model_dir, clip_manifest, tmp_path_factory) -> Path:
-    from ptta.train.cache import build_cache
-    from ptta.train.config import config_from_dict
+    from ptta.cache.build import build_cache
+    from ptta.config import config_from_dict
 
     root = tmp_path_factory.mktemp("cache")
     config = config_from_dict(make_config_dict(tiny_model_dir, clip_manifest, root / "cache", root / "unused"))
@@ -82,7 +82,7 @@ def built_cache(tiny_model_dir, clip_manifest, tmp_path_factory) -> Path:
 @pytest.fixture
 def make_config(tiny_model_dir, clip_manifest, built_cache, tmp_path):
     """config_from_dict of make_config_dict on the shared cache, writing into this test's tmp_path."""
-    from ptta.train.config import config_from_dict
+    from ptta.config import config_from_dict
 
     def build(output_name: str = "run", **sections):
         return config_from_dict(make_config_dict(tiny_model_dir, clip_manifest, built_cache, tmp_path / output_name,

@@ -19,17 +19,17 @@ from safetensors.torch import load_file
 from test_train_fixtures import built_cache, clip_manifest, make_config_dict, tiny_model_dir  # noqa: F401
 
 import hydralora
-from ptta.train.config import ConfigError, config_from_dict
+from ptta.config import ConfigError, config_from_dict
 from ptta.train.fsdp import SHARDED_BLOCK_CLASSES, blocks_to_shard
-from ptta.train.model import load_transformer
+from ptta.models.hunyuan_video import load_transformer
 
 # argv: one config file per run; a run named "*-resumed" stops at step 2 and is resumed to the end
 RANK_SCRIPT = """
 import sys
 import yaml
-from ptta.train.config import config_from_dict, load_config
+from ptta.config import config_from_dict, load_config
 from ptta.train.fsdp import is_sharded
-from ptta.train.trainer import train
+from ptta.train.trainer import end_distributed, train
 
 for path in sys.argv[1:]:
     config = load_config(path)
@@ -41,6 +41,7 @@ for path in sys.argv[1:]:
     else:
         result = train(config, progress=False)
     assert is_sharded(result.model) == config.training.fsdp, path
+end_distributed()
 """
 
 # 4 clips, batch 1, 2 processes, 2 micro-batches per step: 1 step per epoch, so 4 steps in all,

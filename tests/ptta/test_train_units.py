@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from ptta.train.buckets import Bucket, check_frame_count, choose_bucket, fit_clip
-from ptta.train.cache import CachedClip
-from ptta.train.config import DEFAULT_HEAD_NAMES, DEFAULT_HEAD_TAGS, TrainingConfig
+from ptta.cache.buckets import Bucket, choose_bucket, fit_clip
+from ptta.models.hunyuan_video import check_frame_count
+from ptta.cache.build import CachedClip
+from ptta.config import DEFAULT_HEAD_NAMES, DEFAULT_HEAD_TAGS, TrainingConfig
 from ptta.train.data import epoch_plan, rank_step_groups, steps_per_epoch
 from ptta.train.heads import caption_head_weights, parse_head_weights
 from ptta.train.metrics import MetricsLog, read_metrics

@@ -10,17 +10,17 @@ import argparse
 import importlib
 import sys
 
-# sub-command -> (module, one-line help)
+# sub-command -> (module, one-line help), in pipeline order: each stage folder has its command.py
 COMMANDS: dict[str, tuple[str, str]] = {
     "curate": ("ptta.curate.command", "cut raw animation videos into scored, filtered, captioned 3-5 s clips"),
     "curate-merge": ("ptta.curate.merge_command", "merge the outputs of sharded `ptta curate` runs into one manifest"),
+    "cache": ("ptta.cache.command", "cache VAE latents and text embeddings of the curated clips"),
+    "train": ("ptta.train.command", "fine-tune HunyuanVideo with HydraLoRA (or LoRA) on the cache"),
+    "sample": ("ptta.sample.command", "generate videos from prompts with a trained adapter"),
     "evaluate": ("ptta.evaluate.command", "score videos per method (VideoScore, weight-free metrics), Table 2"),
     "ablate": ("ptta.evaluate.ablate", "compare HydraLoRA head counts N by VideoScore (Table 1)"),
-    "cache": ("ptta.train.commands.cache", "cache VAE latents and text embeddings of the curated clips"),
-    "train": ("ptta.train.commands.train", "fine-tune HunyuanVideo with HydraLoRA (or LoRA) on the cache"),
-    "sample": ("ptta.train.commands.sample", "generate videos from prompts with a trained adapter"),
-    "demo": ("ptta.train.commands.demo", "curate, cache, train and sample a small animation set on the tiny model"),
-    "make-tiny-model": ("ptta.train.commands.make_tiny_model", "write the embedded tiny HunyuanVideo to a folder"),
+    "demo": ("ptta.demo.command", "curate, cache, train and sample a small animation set on the tiny model"),
+    "make-tiny-model": ("ptta.models.command", "write the embedded tiny HunyuanVideo to a folder"),
 }
 
 

@@ -2,7 +2,7 @@
 
 * `QwenCaptioner` runs Qwen2.5-VL (Qwen2_5_VLForConditionalGeneration) from a local directory on
   each clip as a video at 2 fps, batched over clips. The video input is built as qwen-vl-utils
-  builds it, with numpy and PIL (`ptta.evaluate.scorers.qwen_video`): transformers' video
+  builds it, with numpy and PIL (`ptta.models.qwen_vl`): transformers' video
   processor needs torchvision, which the curation stage does not otherwise need.
 * `SidecarCaptioner` reads captions written by someone else: a CSV or JSONL file with a `caption`
   column keyed by clip `id` or by source video (`source`, absolute or relative to the file, or
@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from ptta.evaluate.scorers.qwen_video import (
+from ptta.models.qwen_vl import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
     VIDEO_MAX_PIXELS,

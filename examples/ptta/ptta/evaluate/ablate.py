@@ -17,6 +17,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+from ptta.config import load_config, validate
 from ptta.evaluate.command import (
     add_generation_arguments,
     add_report_arguments,
@@ -25,6 +26,9 @@ from ptta.evaluate.command import (
     evaluate_records,
     sample_protocol,
 )
+from ptta.evaluate.generation import MethodSpec
+from ptta.evaluate.protocol import ManifestError, read_manifest
+from ptta.rendering import resolve_adapter_dir
 
 DEFAULT_HEADS = "2,4,8,12"
 PAPER_DEFAULT_N = 4
@@ -71,7 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def train_adapter(train_config: Path, heads: int, output_dir: Path) -> Path:
     """Train one adapter with N heads into `output_dir` with `ptta.train.trainer.train`; everything
     but N and the output folder comes from the training config. Returns the adapter folder."""
-    from ptta.train.config import load_config, validate
     from ptta.train.trainer import train
 
     config = load_config(train_config)
@@ -83,7 +86,6 @@ def train_adapter(train_config: Path, heads: int, output_dir: Path) -> Path:
 
 def adapters_per_heads(args: argparse.Namespace, heads: list[int]) -> dict[int, Path]:
     """N -> adapter folder, training the missing ones when --train-config is given."""
-    from ptta.train.sample import resolve_adapter_dir
 
     folders = {n: Path(args.adapter_pattern.format(N=n, out=args.out)) for n in heads}
     missing = []
@@ -103,8 +105,6 @@ def adapters_per_heads(args: argparse.Namespace, heads: list[int]) -> dict[int, 
 
 def collect_records(args: argparse.Namespace, heads: list[int]) -> tuple[list, list[str]]:
     """Records per N from --manifest, or sampled from one adapter per N; plus sampling-failure notes."""
-    from ptta.evaluate.generation import MethodSpec
-    from ptta.evaluate.protocol import read_manifest
 
     if (args.manifest is None) == (args.model is None):
         raise SystemExit("ptta ablate: give either --manifest (existing videos) or --model (sample per N)")
@@ -120,7 +120,6 @@ def collect_records(args: argparse.Namespace, heads: list[int]) -> tuple[list, l
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptta.evaluate.protocol import ManifestError
     from ptta.evaluate.scorers.base import ScorerError
 
     try:

@@ -4,7 +4,7 @@ Either score a folder of existing videos described by a manifest (no model neede
 
     ptta evaluate --manifest videos/manifest.csv --out runs/eval --videoscore /models/VideoScore-v1.1
 
-or sample the paper's protocol first (20 prompts x 10 seeds per method) through `ptta.train.sample`:
+or sample the paper's protocol first (20 prompts x 10 seeds per method) through `ptta.sample.generate`:
 
     ptta evaluate --model /models/HunyuanVideo --method base --method lora=runs/lora \\
         --method ptta=runs/ptta --out runs/eval --videoscore /models/VideoScore-v1.1
@@ -20,7 +20,18 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from ptta.evaluate.prompts import SAMPLES_PER_PROMPT
+from ptta.evaluate.generation import MethodSpec, generate_missing
+from ptta.evaluate.prompts import SAMPLES_PER_PROMPT, load_prompts
+from ptta.evaluate.protocol import (
+    MANIFEST_NAME,
+    ManifestError,
+    ordered_unique,
+    plan_videos,
+    read_manifest,
+    write_manifest,
+)
+from ptta.evaluate.store import STORE_NAME, ScoreStore
+from ptta.paper_prompts import PTTA_PROMPTS
 
 
 def add_scorer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +51,7 @@ def add_scorer_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("sampling (passed to ptta.train.sample.generate_videos; unset = its default)")
+    group = parser.add_argument_group("sampling (passed to ptta.sample.generate.generate_videos; unset = its default)")
     group.add_argument("--model", help='HunyuanVideo diffusers directory, or "tiny"')
     group.add_argument("--prompts", type=Path, help="prompt file (.txt/.csv/.jsonl); default: the 20 PTTA prompts")
     group.add_argument("--samples", type=int, default=SAMPLES_PER_PROMPT, help="videos per prompt and method")
@@ -107,11 +118,18 @@ def evaluate_records(records: list, scorers: list, out_dir: Path, title: str, me
     (e.g. sampling failures) are added to table.md."""
     from ptta.evaluate.html_page import write_page
     from ptta.evaluate.report import (
-        CHART_PNG, SUMMARY_CSV, TABLE_MD, bar_chart, display_order, markdown_report, per_video_rows, summarize,
-        write_per_video, write_summary,
+        CHART_PNG,
+        SUMMARY_CSV,
+        TABLE_MD,
+        bar_chart,
+        display_order,
+        markdown_report,
+        per_video_rows,
+        summarize,
+        write_per_video,
+        write_summary,
     )
     from ptta.evaluate.runner import file_keys, score_all
-    from ptta.evaluate.store import STORE_NAME, ScoreStore
 
     out_dir.mkdir(parents=True, exist_ok=True)
     store = ScoreStore(out_dir / STORE_NAME)
@@ -143,9 +161,6 @@ def sample_protocol(args: argparse.Namespace, methods: list,
                     log: Callable[[str], None] = print) -> tuple[list, list[str]]:
     """Plan every (method, prompt, sample) video under --out, write its manifest, and sample the
     missing ones; returns the records and notes on methods whose sampling failed."""
-    from ptta.evaluate.generation import generate_missing
-    from ptta.evaluate.prompts import PTTA_PROMPTS, load_prompts
-    from ptta.evaluate.protocol import MANIFEST_NAME, plan_videos, write_manifest
 
     prompts = load_prompts(args.prompts) if args.prompts else list(PTTA_PROMPTS)
     records = plan_videos([m.name for m in methods], prompts, args.samples, args.seed, args.out / "videos")
@@ -158,8 +173,6 @@ def collect_records(args: argparse.Namespace,
                     log: Callable[[str], None] = print) -> tuple[list, list[str], list[str]]:
     """Records from --manifest, or planned and sampled from --model and --method; plus the method
     order and notes on methods whose sampling failed."""
-    from ptta.evaluate.generation import MethodSpec
-    from ptta.evaluate.protocol import ordered_unique, read_manifest
 
     if (args.manifest is None) == (args.model is None):
         raise SystemExit("ptta evaluate: give either --manifest (existing videos) or --model with --method (sample)")
@@ -179,7 +192,6 @@ def collect_records(args: argparse.Namespace,
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptta.evaluate.protocol import ManifestError
     from ptta.evaluate.scorers.base import ScorerError
 
     try:

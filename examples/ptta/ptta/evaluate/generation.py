@@ -1,6 +1,6 @@
 """Make the planned videos that do not exist yet, through the sampling module (`generate_videos`).
 
-Sampling itself lives in `ptta.train.sample`; this only decides what is missing and puts each
+Sampling itself lives in `ptta.sample.generate`; this only decides what is missing and puts each
 result where the plan wants it. `generate_videos` makes every (prompt, seed) pair of the lists it
 is given, prompt-major, so per method it gets the prompts and seeds that still lack a video; the
 few extra pairs that a partial rerun can produce duplicate existing videos (same seed, same
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ptta.evaluate.protocol import VideoRecord, ordered_unique
+from ptta.sample.generate import generate_videos
 
 STAGING_DIR = "_generating"
 
@@ -48,7 +49,6 @@ def generate_missing(records: list[VideoRecord], methods: list[MethodSpec], mode
                      log: Callable[[str], None] = print) -> dict[str, str]:
     """Sample every planned video that is missing; returns method -> error for methods that failed
     (their videos stay missing and are reported as such; the other methods go on)."""
-    from ptta.train.sample import generate_videos
 
     failures = {}
     for method in methods:

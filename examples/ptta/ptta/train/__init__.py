@@ -1,5 +1,5 @@
-"""PTTA training stage: cache latents and text embeddings, fine-tune HunyuanVideo with HydraLoRA, sample.
+"""PTTA stage 3, `ptta train`: fine-tune HunyuanVideo with HydraLoRA (or LoRA) on the cache.
 
-Entry points: `ptta cache`, `ptta train`, `ptta sample`, `ptta demo`, `ptta make-tiny-model`
-(see commands/), and `ptta.train.sample.generate_videos` for other code. Guide: docs/ptta-guide.md.
+Reads the cache folder that `ptta cache` wrote (ptta.cache); writes checkpoints, the adapter,
+metrics and validation videos into the run folder. Guide: docs/ptta-guide.md.
 """

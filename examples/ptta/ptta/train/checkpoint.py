@@ -55,8 +55,8 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, state: dict, outpu
     `max_sequence_length` (the cache's prompt length limit) and `fps` are recorded beside the adapter."""
     import hydralora
 
+    from ptta.models.text_encoders import write_text_encoding
     from ptta.train.fsdp import full_adapter, is_sharded, optimizer_state_to_save
-    from ptta.train.text_embeddings import write_text_encoding
 
     final = checkpoint_path(output_dir, state["step"])
     staging = final.with_name(final.name + ".partial")
@@ -115,13 +115,14 @@ def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> dic
 
 
 def _save_rng_state(directory: Path, rank: int) -> None:
-    from safetensors.torch import save_file
+    # with the umask's mode (safetensors' own save_file writes 0600)
+    from hydralora.io import save_safetensors
 
     tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda.{i}"] = cuda_state
-    save_file(tensors, str(directory / f"rng-rank{rank}.safetensors"))
+    save_safetensors(tensors, directory / f"rng-rank{rank}.safetensors")
     kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     payload = {

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ptta.train.cache import CachedClip
-from ptta.train.text_embeddings import pad_prompt_batch
+from ptta.cache.build import CachedClip
+from ptta.models.text_encoders import pad_prompt_batch
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ptta.train.config import TrainingConfig
+from ptta.config import TrainingConfig
 
 NUM_TRAIN_TIMESTEPS = 1000
 DDPM_BETA_START, DDPM_BETA_END = 0.00085, 0.012

@@ -27,8 +27,13 @@ from pathlib import Path
 
 import torch
 
+from ptta.cache.build import CACHE_INFO_FILE, read_cache
+from ptta.config import ConfigError, TrainConfig, save_config
+from ptta.models.hunyuan_video import load_transformer, resolve_model_dir
 from ptta.train.checkpoint import STATE_FILE, latest_checkpoint, list_checkpoints, load_checkpoint
-from ptta.train.config import ConfigError, TrainConfig, save_config
+from ptta.train.heads import caption_head_weights
+from ptta.train.metrics import LOSS_CURVE_FILE, METRICS_FILE, MetricsLog, plot_loss_curve
+from ptta.train.validation import encode_validation_prompts, render_validation
 
 ADAPTER_DIR = "adapter"
 LORA_EXPORT_FILE = "lora_diffusers.safetensors"
@@ -71,10 +76,8 @@ def train(config: TrainConfig, resume: str | None = None, progress: bool = True)
     import hydralora
     from accelerate import DistributedType
 
-    from ptta.train.cache import read_cache
     from ptta.train.data import CachedClipReader, epoch_plan, steps_per_epoch
     from ptta.train.fsdp import shard_transformer
-    from ptta.train.model import load_transformer, resolve_model_dir
 
     if config.adapter.type == "none":
         raise ConfigError(f"{config.source}: adapter.type: 'none' is the untuned base model, there is nothing to "
@@ -158,6 +161,19 @@ def make_accelerator(config: TrainConfig):
     return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[timeout])
 
 
+def end_distributed() -> None:
+    """Destroy the process group a distributed run created; a no-op in a single process.
+
+    Called where a command's run ends (`ptta train`, `ptta ablate`), not inside `train()`, which one
+    process may call several times. A gloo group left to interpreter exit can abort a rank with
+    "terminate called without an active exception" (exit -6), turning a finished run red.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class _TrainingLoop:
     """The step loop: batches, loss, optimiser, logs, checkpoints, validation."""
 
@@ -175,7 +191,6 @@ class _TrainingLoop:
 
         from ptta.train.checkpoint import save_checkpoint
         from ptta.train.data import epoch_plan, rank_step_groups
-        from ptta.train.metrics import METRICS_FILE, MetricsLog
 
         config, acc, t = self.config, self.accelerator, self.config.training
         world, rank = acc.num_processes, acc.process_index
@@ -279,8 +294,6 @@ class _TrainingLoop:
         """Per-sample head weights from the captions (`heads.from_captions`), else nothing."""
         import hydralora
 
-        from ptta.train.heads import caption_head_weights
-
         heads = self.config.heads
         if not heads.from_captions:
             return nullcontext()
@@ -289,7 +302,6 @@ class _TrainingLoop:
         return hydralora.head_weights(self.unwrapped, weights)
 
     def _validate(self, step: int) -> None:
-        from ptta.train.validation import encode_validation_prompts, render_validation
 
         acc = self.accelerator
         if acc.is_main_process:
@@ -305,9 +317,8 @@ def _finish(config: TrainConfig, accelerator, unwrapped, output_dir: Path, steps
     """Final adapter, diffusers LoRA export (per-layer mixing only), loss curve and summary."""
     import hydralora
 
+    from ptta.models.text_encoders import write_text_encoding
     from ptta.train.fsdp import full_adapter
-    from ptta.train.metrics import LOSS_CURVE_FILE, METRICS_FILE, plot_loss_curve
-    from ptta.train.text_embeddings import write_text_encoding
 
     adapter_dir = output_dir / ADAPTER_DIR
     lora_path = output_dir / LORA_EXPORT_FILE if hydralora.adapter_config(unwrapped).per_layer_mixing else None
@@ -350,7 +361,6 @@ def _check_cache_matches(config: TrainConfig, model_dir: Path) -> None:
     """The cache must come from this model, prompt length limit and frame rate (which the adapter
     records for sampling, so they have to be the ones the cached embeddings and latents were made
     with)."""
-    from ptta.train.cache import CACHE_INFO_FILE
 
     info = json.loads((config.cache_path / CACHE_INFO_FILE).read_text())
     if info["model"] != str(model_dir.resolve()):

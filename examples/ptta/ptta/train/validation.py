@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptta.train.config import TrainConfig
+from ptta.config import TrainConfig
+from ptta.rendering import load_sampling_pipeline, render_video
 
 VALIDATION_DIR = "validation"
 
 
 def encode_validation_prompts(config: TrainConfig, model_dir: Path, device) -> list:
-    from ptta.train.text_embeddings import encode_prompts_alone
+    from ptta.models.text_encoders import encode_prompts_alone
 
     return encode_prompts_alone(model_dir, config.validation.prompts, config.data.max_sequence_length, device)
 
@@ -23,7 +24,6 @@ def encode_validation_prompts(config: TrainConfig, model_dir: Path, device) -> l
 def render_validation(config: TrainConfig, model_dir: Path, transformer, embeddings: list, step: int, device) -> list[Path]:
     import torch
 
-    from ptta.train.sample import load_sampling_pipeline, render_video
     from ptta.video_io import write_gif, write_video
 
     v = config.validation

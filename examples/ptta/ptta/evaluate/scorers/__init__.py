@@ -4,7 +4,13 @@ Model-free imports only here; each scorer imports torch/transformers when it loa
 """
 
 from ptta.evaluate.scorers.base import (
-    METRICS, PAPER_METRICS, DecodedVideo, MetricInfo, Scorer, ScorerError, ScoreResult,
+    METRICS,
+    PAPER_METRICS,
+    DecodedVideo,
+    MetricInfo,
+    Scorer,
+    ScorerError,
+    ScoreResult,
 )
 from ptta.evaluate.scorers.clipscore import ClipScoreScorer
 from ptta.evaluate.scorers.videoscore import VideoScoreScorer

@@ -33,34 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from ptta.evaluate.scorers.base import DecodedVideo, Scorer, ScorerError, ScoreResult
+from ptta.models.scorer_prompts import VIDEOSCORE_PROMPT
 from ptta.torch_runtime import quiet_transformers, resolve_device, resolve_dtype
-
-# Verbatim from the reference inference code, line by line (note the trailing space of one line).
-VIDEOSCORE_PROMPT = "\n".join([
-    "",
-    "Suppose you are an expert in judging and evaluating the quality of AI-generated videos,",
-    "please watch the following frames of a given video and see the text prompt for generating the video,",
-    "then give scores from 5 different dimensions:",
-    "(1) visual quality: the quality of the video in terms of clearness, resolution, brightness, and color",
-    "(2) temporal consistency, both the consistency of objects or humans and the smoothness of motion or movements",
-    "(3) dynamic degree, the degree of dynamic changes",
-    "(4) text-to-video alignment, the alignment between the text prompt and the video content",
-    "(5) factual consistency, the consistency of the video content with the common-sense and factual knowledge",
-    "",
-    "for each dimension, output a float number from 1.0 to 4.0,",
-    "the higher the number is, the better the video performs in that sub-score, ",
-    "the lowest 1.0 means Bad, the highest 4.0 means Perfect/Real (the video is like a real video)",
-    "Here is an output example:",
-    "visual quality: 3.2",
-    "temporal consistency: 2.7",
-    "dynamic degree: 4.0",
-    "text-to-video alignment: 2.3",
-    "factual consistency: 1.8",
-    "",
-    'For this video, the text prompt is "{text_prompt}",',
-    "all the frames of video are as follows:",
-    "",
-])
 
 VARIANT_FRAMES = {"v1": 16, "v1.1": 48}
 HEAD_PREFIX = "score."

@@ -19,10 +19,9 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from string import Template
 
 from ptta.evaluate.scorers.base import DecodedVideo, Scorer, ScorerError, ScoreResult
-from ptta.evaluate.scorers.qwen_video import (
+from ptta.models.qwen_vl import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
     VIDEO_MAX_PIXELS,
@@ -32,26 +31,8 @@ from ptta.evaluate.scorers.qwen_video import (
     saved_chat_template,
     video_modality_ids,
 )
+from ptta.models.scorer_prompts import VS2_QUERY_TEMPLATE
 from ptta.torch_runtime import resolve_device, resolve_dtype
-
-# Verbatim from the reference inference script, whose template sits indented inside a function:
-# text lines keep 4 leading spaces, blank lines are empty, two lines end in a space, and the last
-# line is the bare indent before the closing quotes.
-VS2_QUERY_TEMPLATE = Template("\n".join([
-    "",
-    "    You are an expert for evaluating AI-generated videos from three dimensions:",
-    "    (1) visual quality – clarity, smoothness, artifacts;",
-    "    (2) text-to-video alignment – fidelity to the prompt;",
-    "    (3) physical/common-sense consistency – naturalness and physics plausibility.",
-    "",
-    "    Video prompt: $t2v_prompt",
-    "",
-    "    Please output in this format:",
-    "    visual quality: <v_score>; ",
-    "    text-to-video alignment: <t_score>, ",
-    "    physical/common-sense consistency: <p_score>",
-    "    ",
-]))
 
 # metric -> (name in the canonical answer, separator after its score, pattern for its name)
 ASPECTS = {

@@ -20,6 +20,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ptta.assets import big_buck_bunny_path
+from ptta.cache.build import build_cache
+from ptta.cli import main
+from ptta.config import config_from_dict, save_config
+from ptta.demo.summary_page import write_summary_page
+from ptta.sample.generate import generate_videos
+
 DEMO_CAPTIONS = {
     "cuts_static_twos": "colorful circles and squares bouncing, flat shapes, simple background, cartoon style",
     "long_pan_threes": "circles and squares floating over a striped background, camera pans, cartoon style",
@@ -56,7 +63,6 @@ class DemoSettings:
 
 def run_demo(settings: DemoSettings) -> Path:
     """Run every stage and return the path of summary.html."""
-    from ptta.train.summary_page import write_summary_page
 
     out = Path(settings.out_dir).resolve()
     if out.exists() and any(out.iterdir()):
@@ -82,7 +88,6 @@ def run_demo(settings: DemoSettings) -> Path:
 
 
 def _make_inputs(folder: Path) -> Path:
-    from ptta.assets import big_buck_bunny_path
     from ptta.synthetic import make_demo_set
 
     make_demo_set(folder)
@@ -97,7 +102,6 @@ def _make_inputs(folder: Path) -> Path:
 
 
 def _curate(inputs: Path, curated: Path, settings: DemoSettings) -> None:
-    from ptta.cli import main
 
     # the `ptta curate` entry point, in this process: captions come from the <video>.txt sidecars
     status = main(["curate", str(inputs), "--out", str(curated), "--resize", settings.curate_size,
@@ -107,8 +111,6 @@ def _curate(inputs: Path, curated: Path, settings: DemoSettings) -> None:
 
 
 def _cache(out: Path, settings: DemoSettings):
-    from ptta.train.cache import build_cache
-    from ptta.train.config import config_from_dict, save_config
 
     data = {
         "model": settings.model,
@@ -136,7 +138,6 @@ def _train(config):
 
 
 def _sample(out: Path, config, result, settings: DemoSettings) -> dict[str, list[Path]]:
-    from ptta.train.sample import generate_videos
 
     common = {"model": config.model_spec(), "seeds": settings.seeds, "steps": settings.sample_steps,
               "height": settings.height, "width": settings.width, "frames": settings.frames, "fps": 12}

@@ -24,15 +24,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptta.cache.buckets import Bucket, choose_bucket, fit_clip, resample_frames
+from ptta.cache.manifest import SelectedClip, read_selected_clips
+from ptta.config import TrainConfig
+from ptta.models.hunyuan_video import (
+    load_pipeline,
+    prompt_template,
+    resolve_model_dir,
+    resolve_vae_dtype,
+    text_encoder_dtype,
+)
 from ptta.tables import write_text_atomic
-from ptta.train.buckets import Bucket, choose_bucket, fit_clip, resample_frames
-from ptta.train.config import TrainConfig
-from ptta.train.manifest import SelectedClip, read_selected_clips
+from ptta.torch_runtime import resolve_device
 
 CACHE_INFO_FILE = "cache_info.json"
 SHARD_DIR = "shards"
@@ -57,14 +64,10 @@ def shard_path(cache_dir: Path, index: int) -> Path:
 
 def build_cache(config: TrainConfig, overwrite: bool = False, device: str | None = None, progress: bool = True) -> Path:
     """Cache every selected clip of `config.data.manifest` into `config.data.cache_dir`; returns the folder."""
-    import torch
     from av.error import FFmpegError
     from tqdm import tqdm
 
-    from ptta.torch_runtime import resolve_device
-    from ptta.train.model import (load_pipeline, prompt_template, resolve_model_dir, resolve_vae_dtype,
-                                  text_encoder_dtype)
-    from ptta.train.text_embeddings import encode_prompts
+    from ptta.models.text_encoders import encode_prompts
 
     clips = read_selected_clips(config.manifest_path)
     model_dir = resolve_model_dir(config.model_spec())
@@ -206,9 +209,8 @@ def _prepare_cache_dir(cache_dir: Path, info: dict, overwrite: bool) -> None:
 
 
 def _write_shard(path: Path, tensors: dict, records: list, skipped: list) -> None:
-    from safetensors.torch import save_file
+    # atomic, with the umask's mode (safetensors' own save_file writes 0600)
+    from hydralora.io import save_safetensors
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"clips": json.dumps(records), "skipped": json.dumps(skipped)})
-    os.replace(tmp, path)
+    save_safetensors(tensors, path, metadata={"clips": json.dumps(records), "skipped": json.dumps(skipped)})
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ptta.models.hunyuan_video import check_frame_count, check_hunyuan_video_dir, check_resolution
 from ptta.torch_runtime import DTYPES
-from ptta.train.buckets import check_frame_count, check_resolution
 
 # Every nn.Linear of the dual- and single-stream blocks of the HunyuanVideo transformer (the paper:
 # "the linear layers of the Transformer backbone"): attention projections, modulation (norm*.linear)
@@ -154,7 +154,7 @@ class TrainConfig:
     """A whole `ptta train` run. `model` is a diffusers HunyuanVideo directory or "tiny"."""
 
     model: str = "tiny"
-    # "auto": float16 on a GPU, float32 on a CPU (see ptta.train.model.resolve_vae_dtype)
+    # "auto": float16 on a GPU, float32 on a CPU (see ptta.models.hunyuan_video.resolve_vae_dtype)
     vae_dtype: str = "auto"
     output_dir: str = "runs/ptta"
     seed: int = 42
@@ -250,7 +250,6 @@ def save_config(config: TrainConfig, path: str | Path) -> Path:
 
 def check_model_dir(config: TrainConfig) -> None:
     """ConfigError unless `model` is "tiny" or a text-to-video HunyuanVideo pipeline directory."""
-    from ptta.train.model import check_hunyuan_video_dir
 
     if config.model == "tiny":
         return

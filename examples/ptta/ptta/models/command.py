@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ptta.models.tiny_hunyuan_video import save_tiny_model
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="folder to create (a diffusers HunyuanVideoPipeline directory)")
@@ -12,7 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptta.train.tiny_model import save_tiny_model
 
     try:
         path = save_tiny_model(args.out, overwrite=args.overwrite)

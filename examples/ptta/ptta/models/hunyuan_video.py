@@ -17,13 +17,34 @@ import json
 import os
 from pathlib import Path
 
-from ptta.train.tiny_model import PROMPT_TEMPLATE_FILE, TINY_MODEL_VERSION, save_tiny_model
+from ptta.models.tiny_hunyuan_video import PROMPT_TEMPLATE_FILE, TINY_MODEL_VERSION, save_tiny_model
+from ptta.torch_runtime import resolve_dtype
 
 TINY_SPEC = "tiny"
 TINY_DIRNAME = f"tiny-hunyuanvideo-v{TINY_MODEL_VERSION}"
 # the text-to-video pipeline; image-to-video variants (HunyuanVideo-I2V, SkyReels-I2V) feed the
 # transformer extra image-latent channels, which cached text-to-video latents cannot supply
 TEXT_TO_VIDEO_PIPELINE = "HunyuanVideoPipeline"
+
+
+# the VAE compresses space by 8 and the transformer patches by 2; time by 4, keeping the first frame
+SPATIAL_MULTIPLE = 16
+TEMPORAL_MULTIPLE = 4
+
+
+def check_frame_count(frames: int) -> None:
+    """ValueError unless frames = 4k + 1 (1, 5, 9, ..., 33, 65, 97, 129)."""
+    if not isinstance(frames, int) or frames < 1 or (frames - 1) % TEMPORAL_MULTIPLE:
+        raise ValueError(f"frame count {frames!r} is not of the form 4k+1 (e.g. 33, 65, 97): the VAE keeps "
+                         f"the first frame and compresses the rest by 4")
+
+
+def check_resolution(height: int, width: int) -> None:
+    """ValueError unless both sides are positive multiples of 16."""
+    for name, side in (("height", height), ("width", width)):
+        if not isinstance(side, int) or side < SPATIAL_MULTIPLE or side % SPATIAL_MULTIPLE:
+            raise ValueError(f"{name} {side!r} is not a positive multiple of {SPATIAL_MULTIPLE} "
+                             f"(e.g. 448x800 instead of 450x800)")
 
 
 def ptta_home() -> Path:
@@ -137,8 +158,6 @@ def resolve_vae_dtype(name: str, device):
     code and diffusers' example run it) and fp32 on a CPU (half-precision 3D convolutions are slow
     or missing there); an explicit "float16", "bfloat16" or "float32" is used as given."""
     import torch
-
-    from ptta.torch_runtime import resolve_dtype
 
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32

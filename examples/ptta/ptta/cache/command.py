@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ptta.cache.build import CacheError, build_cache, read_cache, skipped_clips
+from ptta.cache.manifest import ManifestError
+from ptta.config import ConfigError, load_config
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="training config YAML (its data section says what to cache)")
@@ -14,9 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptta.train.cache import CacheError, build_cache, read_cache, skipped_clips
-    from ptta.train.config import ConfigError, load_config
-    from ptta.train.manifest import ManifestError
 
     try:
         config = load_config(args.config)

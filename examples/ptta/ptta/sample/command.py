@@ -6,8 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from ptta.rendering import DEFAULT_FLOW_SHIFT, DEFAULT_GUIDANCE, DEFAULT_STEPS
+from ptta.sample.generate import generate_videos
 from ptta.torch_runtime import DTYPES
-from ptta.train.sample import DEFAULT_FLOW_SHIFT, DEFAULT_GUIDANCE, DEFAULT_STEPS
+from ptta.train.heads import parse_head_weights
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hydralora import HydraMergeError
-
-    from ptta.train.heads import parse_head_weights
-    from ptta.train.sample import generate_videos
 
     try:
         prompts = list(args.prompts)

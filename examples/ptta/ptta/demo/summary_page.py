@@ -6,13 +6,14 @@ import html
 import json
 from pathlib import Path
 
+from ptta.cache.build import read_cache, skipped_clips
+from ptta.tables import read_table
+from ptta.train.metrics import METRICS_FILE, read_metrics
+
 
 def write_summary_page(out: Path, config, result, samples: dict[str, list[Path]], timings: dict[str, float],
                        settings) -> Path:
     """Write out/summary.html (paths inside it are relative, so the folder can be moved or served)."""
-    from ptta.tables import read_table
-    from ptta.train.cache import read_cache, skipped_clips
-    from ptta.train.metrics import METRICS_FILE, read_metrics
     from ptta.train.trainer import SUMMARY_FILE
 
     def rel(path: Path) -> str:

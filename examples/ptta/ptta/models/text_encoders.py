@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from ptta.models.hunyuan_video import load_pipeline, prompt_template, text_encoder_dtype
+
 TEXT_ENCODING_FILE = "text_encoding.json"
 # HunyuanVideo's own limit: used for adapters that record none (and for the base model)
 DEFAULT_MAX_SEQUENCE_LENGTH = 256
@@ -43,7 +45,6 @@ def encode_prompts_alone(model_dir: Path, prompts: list[str], max_sequence_lengt
                          device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`encode_prompts` with only the text encoders loaded, freed again before returning, so the
     8B Llama never sits in memory beside the transformer."""
-    from ptta.train.model import load_pipeline, prompt_template, text_encoder_dtype
 
     pipe = load_pipeline(model_dir, text_encoder_dtype(device), transformer=None, vae=None).to(device)
     embeddings = encode_prompts(pipe, prompts, prompt_template(model_dir), max_sequence_length, device)

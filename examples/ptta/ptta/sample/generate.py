@@ -1,7 +1,7 @@
 """Sampling HunyuanVideo with a trained adapter: `generate_videos`, shared by `ptta sample`, the
 demo and the evaluation.
 
-    from ptta.train.sample import generate_videos
+    from ptta.sample.generate import generate_videos
     paths = generate_videos(["anime girl reading books"], "out/", model="tiny", adapter="runs/x/adapter",
                             seeds=range(10), steps=50, height=448, width=800, frames=33)
 
@@ -19,18 +19,24 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ptta.train.buckets import check_frame_count, check_resolution
+from ptta.models.hunyuan_video import check_frame_count, check_resolution, resolve_model_dir
+from ptta.rendering import (
+    DEFAULT_FLOW_SHIFT,
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    load_sampling_pipeline,
+    render_video,
+    resolve_adapter_dir,
+)
+from ptta.tables import jsonl_text, write_text_atomic
+from ptta.torch_runtime import resolve_device
 
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE = 6.0
-DEFAULT_FLOW_SHIFT = 7.0
 # HunyuanVideo's frame rate: used for adapters that record no training fps (and for the base model)
 DEFAULT_FPS = 24.0
 SAMPLES_INDEX_FILE = "samples.jsonl"
-ADAPTER_SUBDIR = "adapter"
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 
 def generate_videos(
@@ -71,11 +77,12 @@ def generate_videos(
     """
     from tqdm import tqdm
 
-    from ptta.tables import jsonl_text, write_text_atomic
-    from ptta.torch_runtime import resolve_device
-    from ptta.train.model import resolve_model_dir
-    from ptta.train.text_embeddings import (DEFAULT_MAX_SEQUENCE_LENGTH, encode_prompts_alone, recorded_fps,
-                                            recorded_max_sequence_length)
+    from ptta.models.text_encoders import (
+        DEFAULT_MAX_SEQUENCE_LENGTH,
+        encode_prompts_alone,
+        recorded_fps,
+        recorded_max_sequence_length,
+    )
     from ptta.video_io import write_gif, write_video
 
     prompts, seeds = list(prompts), list(seeds)
@@ -111,76 +118,6 @@ def generate_videos(
     return paths
 
 
-def load_sampling_pipeline(model_dir: Path, device, *, adapter=None, lora=None, head_weights=None, merge: bool = False,
-                           flow_shift: float = DEFAULT_FLOW_SHIFT, vae_dtype: str = "auto", transformer=None):
-    """Transformer and VAE on `device` (no text encoders: `render_video` takes embeddings), the
-    adapter or exported LoRA applied, the flow shift set. `transformer` replaces the model's own
-    (validation passes the one being trained)."""
-    import hydralora
-    import torch
-
-    from ptta.torch_runtime import resolve_dtype
-    from ptta.train.model import load_pipeline, resolve_vae_dtype
-
-    components = {"text_encoder": None, "text_encoder_2": None, "tokenizer": None, "tokenizer_2": None}
-    if transformer is not None:
-        components["transformer"] = transformer
-    pipe = load_pipeline(model_dir, resolve_dtype("auto", device), vae_dtype=resolve_vae_dtype(vae_dtype, device),
-                         **components)
-    set_flow_shift(pipe, flow_shift)
-    # decoding 33+ frames at 448x800 in one piece needs tens of GB; small videos are not tiled
-    pipe.vae.enable_tiling()
-    if adapter is not None:
-        hydralora.load_adapter(pipe.transformer, resolve_adapter_dir(adapter))
-        if head_weights is not None:
-            num_heads = hydralora.adapter_config(pipe.transformer).num_heads
-            if len(head_weights) != num_heads:
-                raise ValueError(f"head weights {list(head_weights)} have {len(head_weights)} entries; the adapter "
-                                 f"at {adapter} has {num_heads} heads")
-            hydralora.set_head_weights(pipe.transformer, torch.tensor(list(head_weights), dtype=torch.float32))
-    elif lora is not None:
-        lora = Path(lora)
-        if not lora.is_file():
-            raise FileNotFoundError(f"--lora {lora}: no such file")
-        pipe.load_lora_weights(str(lora))
-    pipe.set_progress_bar_config(disable=True)
-    pipe.to(device)
-    if merge:
-        # on the device, so the fold is computed there; nothing ever unmerges, so no original
-        # weights are kept (they would be a CPU copy of the whole transformer)
-        hydralora.merge_adapter(pipe.transformer, keep_original=False)
-    return pipe
-
-
-def set_flow_shift(pipe, flow_shift: float) -> None:
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, shift=flow_shift)
-
-
-def render_video(pipe, prompt_embeds, pooled, seed: int, steps: int, guidance: float, height: int, width: int,
-                 frames: int) -> np.ndarray:
-    """One video (frames, height, width, 3) uint8 from cached prompt embeddings (L, D) and pooled (P,)."""
-    import numpy as np
-    import torch
-
-    device = pipe._execution_device
-    mask = torch.ones((1, prompt_embeds.shape[0]), dtype=torch.long, device=device)
-    output = pipe(
-        prompt_embeds=prompt_embeds[None].to(device),
-        pooled_prompt_embeds=pooled[None].to(device),
-        prompt_attention_mask=mask,
-        height=height,
-        width=width,
-        num_frames=frames,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        generator=torch.Generator("cpu").manual_seed(seed),
-        output_type="np",
-    )
-    return (np.clip(output.frames[0], 0, 1) * 255).round().astype(np.uint8)
-
-
 def _check_adapter_files(adapter, lora, head_weights) -> Path | None:
     """The folder holding the adapter or LoRA (and training's text_encoding.json), None for the base
     model; checked from the files alone, so a bad path or head count fails before minutes of prompt
@@ -201,15 +138,6 @@ def _check_adapter_files(adapter, lora, head_weights) -> Path | None:
             raise FileNotFoundError(f"--lora {lora}: no such file")
         return lora.parent
     return None
-
-
-def resolve_adapter_dir(path: str | Path) -> Path:
-    """An adapter folder, or a training output folder holding one in `adapter/`."""
-    path = Path(path)
-    for candidate in (path, path / ADAPTER_SUBDIR):
-        if (candidate / "adapter_model.safetensors").is_file():
-            return candidate
-    raise FileNotFoundError(f"--adapter {path}: no adapter_model.safetensors there or in {path / ADAPTER_SUBDIR}")
 
 
 def _check_arguments(prompts, seeds, adapter, lora, head_weights, merge, steps, height, width, frames,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ptta.train.demo import DemoSettings
+from ptta.demo.run import DemoError, DemoSettings, run_demo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptta.train.demo import DemoError, run_demo
 
     settings = DemoSettings(out_dir=args.out, train_steps=args.train_steps, sample_steps=args.sample_steps,
                             model=args.model, overwrite=args.overwrite)

@@ -6,6 +6,9 @@ import argparse
 import os
 import sys
 
+from ptta.cache.build import CacheError
+from ptta.config import ConfigError, load_config
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="training config YAML")
@@ -15,10 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptta.train.cache import CacheError
     from ptta.train.checkpoint import ResumeError
-    from ptta.train.config import ConfigError, load_config
-    from ptta.train.trainer import TrainingDivergedError, train
+    from ptta.train.trainer import TrainingDivergedError, end_distributed, train
 
     try:
         config = load_config(args.config)
@@ -26,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, CacheError, ResumeError, FileNotFoundError, TrainingDivergedError) as exc:
         print(f"ptta train: {exc}", file=sys.stderr)
         return 2
+    finally:
+        end_distributed()
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun every process gets here; one summary line is enough
     print(f"trained {result.steps} steps, last loss {result.last_loss:.4f}; adapter in {result.adapter_dir}"

@@ -15,9 +15,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # numpy is imported where it is used, so `ptta --help` does not load it
     import numpy as np
 
-SPATIAL_MULTIPLE = 16
-TEMPORAL_MULTIPLE = 4
-
 
 @dataclass(frozen=True)
 class Bucket:
@@ -28,21 +25,6 @@ class Bucket:
     @property
     def key(self) -> str:
         return f"{self.frames}x{self.height}x{self.width}"
-
-
-def check_frame_count(frames: int) -> None:
-    """ValueError unless frames = 4k + 1 (1, 5, 9, ..., 33, 65, 97, 129)."""
-    if not isinstance(frames, int) or frames < 1 or (frames - 1) % TEMPORAL_MULTIPLE:
-        raise ValueError(f"frame count {frames!r} is not of the form 4k+1 (e.g. 33, 65, 97): the VAE keeps "
-                         f"the first frame and compresses the rest by 4")
-
-
-def check_resolution(height: int, width: int) -> None:
-    """ValueError unless both sides are positive multiples of 16."""
-    for name, side in (("height", height), ("width", width)):
-        if not isinstance(side, int) or side < SPATIAL_MULTIPLE or side % SPATIAL_MULTIPLE:
-            raise ValueError(f"{name} {side!r} is not a positive multiple of {SPATIAL_MULTIPLE} "
-                             f"(e.g. 448x800 instead of 450x800)")
 
 
 def choose_bucket(num_frames: int, height: int, width: int, frame_buckets: list[int],

@@ -12,9 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ptta.evaluate.prompts import PTTA_PROMPTS
-from ptta.evaluate.scorers.videoscore import VIDEOSCORE_PROMPT
-from ptta.evaluate.scorers.videoscore2 import VS2_QUERY_TEMPLATE
+from ptta.models.scorer_prompts import VIDEOSCORE_PROMPT, VS2_QUERY_TEMPLATE
+from ptta.paper_prompts import PTTA_PROMPTS
 
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                        "<|image_pad|>", "<|video_pad|>"]
