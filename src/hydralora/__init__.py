@@ -32,10 +32,11 @@ from hydralora.io import (
     load_adapter_state_dict,
     save_adapter,
 )
-from hydralora.layer import HydraLinear, HydraMergeError
+from hydralora.layer import HeadCollapseWarning, HydraLinear, HydraMergeError
 
 __all__ = [
     "AdapterLoadError",
+    "HeadCollapseWarning",
     "HydraConfig",
     "HydraConfigError",
     "HydraInjectionError",

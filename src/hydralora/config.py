@@ -43,7 +43,8 @@ class HydraConfig:
         exclude_modules: same forms; a module matching it is left alone.
         init_a: "kaiming" (kaiming_uniform with a = sqrt(5), as LoRA).
         init_b: "zero" (the model starts exactly at the base) or "normal" (std `init_b_std`), which
-            breaks the symmetry between heads that otherwise all receive the same gradient.
+            starts the heads apart. With per-layer mixing they still all receive the same gradient
+            (up to omega_i) and learn one update: only head weights per sample make them specialise.
         router_init: "kaiming" (official code) or "normal" with std `router_init_std`.
     """
 

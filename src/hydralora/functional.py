@@ -96,15 +96,18 @@ def hydra_linear(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """y = x W^T + bias + scale * sum_i omega_i B_i A dropout(x) for x of shape (..., k).
 
-    Give `head_weights` ((N,), (B, N) or (..., N), see `expand_head_weights`) for per-layer,
-    per-sample or per-token mixing, or `router_weight` ((N, k), or (N, r) with `router_on_lora`)
-    for the per-token softmax router; head_weights win when both are given. Returns y (..., d)
-    and the router's fp32 probabilities (..., N) (None without a router).
+    Give `head_weights` ((N,), (B, N) or (..., N), see `expand_head_weights`; any strides and
+    dtype, integer and bool one-hot labels included) for per-layer, per-sample or per-token mixing,
+    or `router_weight` ((N, k), or (N, r) with `router_on_lora`) for the per-token softmax router;
+    head_weights win when both are given. Returns y (..., d) and the router's fp32 probabilities
+    (..., N) (None without a router).
     """
     num_heads, d, rank = lora_B.shape
     lead_shape = x.shape[:-1]
     x2d = x.reshape(-1, x.shape[-1])
     if head_weights is not None:
+        if not head_weights.is_floating_point():  # one-hot labels (int64, bool): the kernels read floats
+            head_weights = head_weights.to(x.dtype)
         head_weights = expand_head_weights(head_weights, lead_shape, num_heads)
         router_weight = None
     elif router_weight is None:

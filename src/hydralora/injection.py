@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from hydralora.config import HydraConfig
-from hydralora.layer import HydraLinear, HydraMergeError, overrides_linear_forward
+from hydralora.layer import CollapseGuard, HydraLinear, HydraMergeError, overrides_linear_forward
 
 
 class HydraInjectionError(ValueError):
@@ -120,6 +120,12 @@ def inject(model: nn.Module, config: HydraConfig) -> nn.Module:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     wrappers = {key: HydraLinear(linear, config) for key, linear in selected.items()}
+    # one collapse guard for the whole model: a per-layer-mixed model warns once, not once per layer
+    guarded = [wrapper for wrapper in wrappers.values() if wrapper._collapse_guard is not None]
+    if guarded:
+        guard = CollapseGuard(len(guarded))
+        for wrapper in guarded:
+            wrapper._collapse_guard = guard
     # a shared Linear is replaced wherever it appears, by the one wrapper made for it
     for _, parent, attr, child in slots:
         if id(child) in wrappers:
@@ -211,19 +217,41 @@ def _unmerge_in_reverse(layers: list[HydraLinear]) -> None:
 
 
 def set_head_weights(model: nn.Module, weights: torch.Tensor | None) -> None:
-    """Override omega in every layer: (N,), (B, N) per sample, or per token; None restores mixing."""
-    for _, layer in _require_layers(model):
-        layer.set_head_weights(weights)
+    """Override omega in every layer: (N,), (B, N) per sample, or per token; None restores mixing.
+
+    Weights on another device than a layer are copied there once per device here, not by every
+    layer in every forward; weights that require grad are left for each forward to move, so the
+    copy is part of the graph that reaches them.
+    """
+    _set_on_every_layer([layer for _, layer in _require_layers(model)], weights)
+
+
+def _set_on_every_layer(layers: list[HydraLinear], weights: torch.Tensor | None) -> None:
+    moved: dict[torch.device, torch.Tensor] = {}
+    for layer in layers:
+        given = weights
+        if isinstance(weights, torch.Tensor) and not weights.requires_grad:
+            device = layer.lora_A.device
+            if weights.device != device and device.type != "meta":
+                if device not in moved:
+                    moved[device] = weights.to(device)
+                given = moved[device]
+        layer.set_head_weights(given)
 
 
 @contextmanager
 def head_weights(model: nn.Module, weights: torch.Tensor) -> Iterator[nn.Module]:
-    """`with head_weights(model, w):` forwards inside use omega = w; the previous state returns after."""
+    """`with head_weights(model, w):` forwards inside use omega = w; the previous state returns after.
+
+    Works for training as for inference: w of shape (B, N) supervises the heads per sample (one-hot
+    labels train head k on the samples labelled k only), and gradients reach w if it requires grad.
+    Run the backward inside the block when activations are recomputed in the backward (gradient
+    checkpointing): the recompute reads the override that is set then.
+    """
     layers = [layer for _, layer in _require_layers(model)]
     previous = [layer.head_weights_override for layer in layers]
     try:
-        for layer in layers:
-            layer.set_head_weights(weights)
+        _set_on_every_layer(layers, weights)
         yield model
     finally:
         for layer, old in zip(layers, previous):

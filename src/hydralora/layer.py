@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -13,6 +14,36 @@ from hydralora.functional import hydra_linear
 
 class HydraMergeError(RuntimeError):
     """The adapter cannot be folded into the base weight (router mixing, or already merged)."""
+
+
+class HeadCollapseWarning(UserWarning):
+    """Heads mixed per layer are training without head weights per sample: they learn as one LoRA."""
+
+
+class CollapseGuard:
+    """Whether a model's per-layer-mixed layers have warned yet; `inject` gives all of them one,
+    so a model warns once, naming how many layers it has, however many layers and steps run."""
+
+    def __init__(self, num_layers: int = 1) -> None:
+        self.num_layers = num_layers
+        self.warned = False
+
+    def warn(self, config: HydraConfig) -> None:
+        self.warned = True
+        n, layers = config.num_heads, self.num_layers
+        warnings.warn(
+            f"HydraLoRA: {layers} layer{'s' if layers != 1 else ''} with mixing={config.mixing!r} and "
+            f"num_heads={n} {'are' if layers != 1 else 'is'} training without head weights set per sample. "
+            f"With one omega per layer every head receives the same gradient up to its weight "
+            f"(dB_i = omega_i * G), so heads that start equal stay equal, and the output only ever depends "
+            f"on sum_i omega_i B_i: the adapter trains as a rank-{config.r} LoRA with {n} times the "
+            f"parameters, and steering with head weights afterwards does nothing. Use mixing='router', or "
+            f"supervise the heads per sample: `with hydralora.head_weights(model, weights): loss = ...; "
+            f"loss.backward()` with weights of shape (batch, {n}), e.g. one-hot labels. "
+            f"hydralora.head_report(model) measures how far the heads differ. Shown once per model.",
+            HeadCollapseWarning,
+            stacklevel=2,  # HydraLinear.forward, the call that trains without head weights
+        )
 
 
 class HydraLinear(nn.Module):
@@ -61,6 +92,9 @@ class HydraLinear(nn.Module):
         self.merged = False
         self.last_balance_loss: torch.Tensor | None = None
         self.last_head_usage: torch.Tensor | None = None
+        self.last_gate_entropy: torch.Tensor | None = None
+        # per-layer omega with several heads: warn when trained without an override (see forward)
+        self._collapse_guard = CollapseGuard() if config.per_layer_mixing and config.num_heads > 1 else None
         self.reset_adapter_parameters()
 
     # Code written for nn.Linear reads `module.weight` / `module.bias` (diffusers' `x.to(proj.weight.dtype)`)
@@ -117,6 +151,12 @@ class HydraLinear(nn.Module):
             return self.base_layer(x)
         config = self.config
         override = self._override
+        guard = self._collapse_guard
+        # a few attribute reads per forward until the model has warned once; not inside torch.compile,
+        # where warnings.warn would break the graph (and fail fullgraph=True)
+        if (guard is not None and not guard.warned and override is None and self.training
+                and torch.is_grad_enabled() and self.lora_B.requires_grad and not torch.compiler.is_compiling()):
+            guard.warn(config)
         if override is not None:
             head_weights, router_weight = override.to(device=x.device), None
         elif self.router is not None:
@@ -139,10 +179,11 @@ class HydraLinear(nn.Module):
         )
         balance = None
         if probs is not None:
-            flat = probs.reshape(-1, self.num_heads)
-            self.last_head_usage = flat.detach().mean(0)
+            flat = probs.reshape(-1, self.num_heads).detach()
+            self.last_head_usage = flat.mean(0)
+            self.last_gate_entropy = torch.special.entr(flat).sum(-1).mean()
             if config.balance_loss_weight > 0 and self.training:
-                balance = switch_balance_loss(flat)
+                balance = switch_balance_loss(probs.reshape(-1, self.num_heads))
         # set once, at the end: a checkpoint's recompute that stops early (non-reentrant
         # torch.utils.checkpoint) must not leave None behind for balance_loss(model) to skip
         self.last_balance_loss = balance
