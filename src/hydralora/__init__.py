@@ -9,6 +9,7 @@
 __version__ = "0.1.0"
 
 from hydralora.config import HydraConfig, HydraConfigError
+from hydralora.diagnostics import head_report
 from hydralora.export import export_lora
 from hydralora.functional import hydra_linear, set_backend
 from hydralora.injection import (
@@ -48,6 +49,7 @@ __all__ = [
     "balance_loss",
     "count_parameters",
     "export_lora",
+    "head_report",
     "head_weights",
     "hydra_layers",
     "hydra_linear",
