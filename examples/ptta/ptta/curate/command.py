@@ -10,6 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ptta.curate.settings import CRF_ENCODERS, DEFAULT_ENCODER, CurateSettings
+from ptta.output_lock import OutputFolderInUse, output_lock
+
 MAX_EXIT_STATUS = 100
 
 
@@ -94,8 +97,6 @@ def check_model_paths(args: argparse.Namespace) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from ptta.curate.settings import CRF_ENCODERS, DEFAULT_ENCODER, CurateSettings
-
     encoder = args.encoder or DEFAULT_ENCODER
     rate_control = {name: value for name, value in (("crf", args.crf), ("preset", args.preset)) if value is not None}
     if rate_control and encoder not in CRF_ENCODERS:
@@ -112,14 +113,8 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ptta.curate.caption import make_captioner
-    from ptta.curate.caption_stage import caption_selected, clips_needing_captions
-    from ptta.curate.finalize import finalize
-    from ptta.curate.pipeline import check_settings, curate_videos, videos_to_curate
-    from ptta.curate.probe import VIDEO_EXTENSIONS, find_videos, read_file_list, video_id
-    from ptta.curate.records import read_video_records
+    from ptta.curate.pipeline import check_shard
+    from ptta.curate.probe import VIDEO_EXTENSIONS, find_videos, read_file_list
     from ptta.video_io import check_encoder
 
     out_dir = Path(args.out)
@@ -134,9 +129,36 @@ def run(args: argparse.Namespace) -> int:
                              f"(folders are searched for {', '.join(sorted(VIDEO_EXTENSIONS))})")
         check_model_paths(args)
         check_encoder(settings.encoder, settings.encoder_open_options())
+        check_shard(args.num_shards, args.shard_index)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptta curate: error: {error}") from None
+
+    # Shards curate disjoint videos, so they may share a folder: each holds only its own part of it.
+    sharded = args.num_shards > 1
+    part = f"shard-{args.shard_index}-of-{args.num_shards}" if sharded else None
+    holder = "ptta curate" + (f" --shard-index {args.shard_index} --num-shards {args.num_shards}" if sharded else "")
+    try:
+        with output_lock(out_dir, holder, part):
+            return _curate(args, out_dir, settings, videos)
+    except OutputFolderInUse as error:
+        raise SystemExit(f"ptta curate: error: --out {error}") from None
+
+
+def _curate(args: argparse.Namespace, out_dir: Path, settings: CurateSettings, videos: list[Path]) -> int:
+    """Curate, caption and summarise into out_dir, which this run holds the lock of."""
+    from tqdm import tqdm
+
+    from ptta.curate.caption import make_captioner
+    from ptta.curate.caption_stage import caption_selected, clips_needing_captions
+    from ptta.curate.finalize import finalize
+    from ptta.curate.pipeline import check_settings, curate_videos, videos_to_curate
+    from ptta.curate.probe import video_id
+    from ptta.curate.records import read_video_records
+
+    try:
         check_settings(out_dir, settings)
         mine, todo = videos_to_curate(videos, out_dir, args.num_shards, args.shard_index, args.retry_failed)
-    except (ValueError, FileNotFoundError) as error:
+    except ValueError as error:
         raise SystemExit(f"ptta curate: error: {error}") from None
 
     print(f"{len(mine)} videos in this shard, {len(mine) - len(todo)} already done, {len(todo)} to curate", file=sys.stderr)

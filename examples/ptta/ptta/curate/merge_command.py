@@ -12,6 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ptta.curate.command import MAX_EXIT_STATUS
+from ptta.output_lock import OutputFolderInUse, output_lock
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", nargs="+", help="output folders of `ptta curate` runs")
@@ -19,14 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptta.curate.command import MAX_EXIT_STATUS
     from ptta.curate.finalize import finalize
 
     run_dirs = [Path(d) for d in args.run_dirs]
     out_dir = Path(args.out) if args.out else run_dirs[0]
     try:
-        summary = finalize(run_dirs, out_dir)
-    except (ValueError, FileNotFoundError) as error:
+        # A curate run still writing into the folder (one shard of several sharing it) is refused
+        # here rather than merged half done.
+        with output_lock(out_dir, "ptta curate-merge"):
+            summary = finalize(run_dirs, out_dir)
+    except (ValueError, FileNotFoundError, OutputFolderInUse) as error:
         raise SystemExit(f"ptta curate-merge: error: {error}") from None
     print(f"{summary.line()}; manifest: {out_dir / 'manifest.jsonl'}; report: {out_dir / 'report.html'}", file=sys.stderr)
     if summary.failed:

@@ -37,11 +37,15 @@ def check_settings(out_dir: Path, settings: CurateSettings) -> None:
     write_text_atomic(path, json.dumps(wanted, indent=1))
 
 
+def check_shard(num_shards: int, shard_index: int) -> None:
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"--shard-index must lie in [0, --num-shards={num_shards}), got {shard_index}")
+
+
 def videos_to_curate(videos: list[Path], out_dir: Path, num_shards: int, shard_index: int,
                      retry_failed: bool) -> tuple[list[Path], list[Path]]:
     """(this shard's videos, those of them still to do)."""
-    if not 0 <= shard_index < num_shards:
-        raise ValueError(f"--shard-index must lie in [0, --num-shards={num_shards}), got {shard_index}")
+    check_shard(num_shards, shard_index)
     mine = [v for v in videos if shard_of(v, num_shards) == shard_index]
     return mine, [v for v in mine if not is_finished(out_dir, v, video_id(v), retry_failed)]
 
