@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -11,20 +13,116 @@ import time
 from pathlib import Path
 
 import pytest
-from curate_support import run_command
+from curate_support import read_manifest, run_command
 
 from ptta.output_lock import OutputFolderInUse, output_lock
 from ptta.synthetic import ShotSpec, make_animation_video
 
+# `ptta curate ARGS` in a process of its own (without the `ptta` entry point, so no other stage is imported).
+CURATE_SCRIPT = ("import argparse, sys; from ptta.curate import command as c; p = argparse.ArgumentParser(); "
+                 "c.add_arguments(p); sys.exit(c.run(p.parse_args(sys.argv[1:])))")  # fmt: skip
 # Holds an output folder until killed, printing a line once it holds it.
 HOLDER_SCRIPT = ("import sys, time; from ptta.output_lock import output_lock\n"
                  "with output_lock(sys.argv[1], 'ptta curate'):\n    print('held', flush=True); time.sleep(600)")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def _start_curate(inputs: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """A curate run in its own session (so a test can signal or kill its whole process group)."""
+    return subprocess.Popen([sys.executable, "-c", CURATE_SCRIPT, str(inputs), "--out", str(out), "--no-progress",
+                             *extra], stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+
+
+def _wait_until_curating(process: subprocess.Popen, out: Path, timeout: float = 120) -> None:
+    """Until the run has written its first thumbnail, so it is in the middle of a video."""
+    deadline = time.monotonic() + timeout
+    while not list((out / "thumbs").glob("*.jpg")):
+        assert process.poll() is None, f"the run ended early: {process.stderr.read()}"
+        assert time.monotonic() < deadline, "the run wrote no thumbnail in time"
+        time.sleep(0.02)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):  # nothing left
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _running_processes() -> dict[int, int]:
+    """{pid: parent pid} of every process that has not ended (zombies have), from /proc."""
+    running = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            # pid (name) state ppid ...: the name may hold spaces and brackets, so split after the last ")".
+            state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if state != "Z":
+            running[int(entry.name)] = int(parent)
+    return running
+
+
+def _children(pid: int) -> list[int]:
+    return [child for child, parent in _running_processes().items() if parent == pid]
+
+
+def _still_running(pids: list[int], seconds: float) -> list[int]:
+    """Those of `pids` still running after up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        running = [pid for pid in pids if pid in _running_processes()]
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.05)
 
 
 def _moving_videos(folder: Path, count: int, seconds: float = 8.0) -> Path:
     for i in range(count):
         make_animation_video(folder / f"v{i}.mp4", [ShotSpec(seconds, speed=0.5)], size=(160, 90), seed=i)
     return folder
+
+
+@linux_only
+def test_workers_die_with_a_killed_run_and_a_rerun_finishes_the_folder(tmp_path):
+    inputs, out = _moving_videos(tmp_path / "in", 4), tmp_path / "out"
+    process = _start_curate(inputs, out, "--workers", "2")
+    try:
+        _wait_until_curating(process, out)
+        helpers = _children(process.pid)  # the two workers and multiprocessing's resource tracker
+        assert len(helpers) == 3, helpers
+        process.kill()
+        process.wait()
+        assert not _still_running(helpers, seconds=10), "processes of the killed run are still running"
+    finally:
+        _kill_group(process)  # whatever is left of the run, should the test fail
+        process.stderr.close()
+    assert len(list((out / "videos").glob("*.json"))) < 4, "the run was not caught in the middle"
+
+    # The killed run's lock is gone with it, and a rerun completes the folder.
+    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
+    rows = read_manifest(out)
+    assert len({row["video_id"] for row in rows}) == 4
+    assert sorted(p.name for p in (out / "clips").iterdir()) == sorted(
+        Path(row["clip_path"]).name for row in rows if row["clip_path"])
+
+
+@linux_only
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_stops_the_run_with_one_line_and_status_130(tmp_path, workers):
+    inputs, out = _moving_videos(tmp_path / "in", 4), tmp_path / "out"
+    process = _start_curate(inputs, out, "--workers", workers)
+    try:
+        _wait_until_curating(process, out)
+        helpers = _children(process.pid)
+        os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: to every process of the group
+        _, stderr = process.communicate(timeout=60)
+        # The resource tracker ends once the workers are gone; give it a moment to clean up.
+        assert not _still_running(helpers, seconds=10), "worker processes outlived the run"
+    finally:
+        _kill_group(process)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert f"ptta curate: interrupted; what was finished is kept in {out}: run the same command again" in stderr
+    assert len(list((out / "videos").glob("*.json"))) < 4, "the run went on after Ctrl-C"
 
 
 def test_a_second_run_into_a_folder_in_use_is_refused_at_once(tmp_path):

@@ -14,6 +14,8 @@ from ptta.curate.settings import CRF_ENCODERS, DEFAULT_ENCODER, CurateSettings
 from ptta.output_lock import OutputFolderInUse, output_lock
 
 MAX_EXIT_STATUS = 100
+# Interrupted (Ctrl-C): 128 + SIGINT, as a shell reports a process SIGINT ended.
+INTERRUPTED_EXIT_STATUS = 130
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -113,11 +115,20 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out)
+    try:
+        return _run(args, out_dir)
+    except KeyboardInterrupt:
+        print(f"ptta curate: interrupted; what was finished is kept in {out_dir}: run the same command again to "
+              "resume (videos in flight start over)", file=sys.stderr)
+        return INTERRUPTED_EXIT_STATUS
+
+
+def _run(args: argparse.Namespace, out_dir: Path) -> int:
     from ptta.curate.pipeline import check_shard
     from ptta.curate.probe import VIDEO_EXTENSIONS, find_videos, read_file_list
     from ptta.video_io import check_encoder
 
-    out_dir = Path(args.out)
     try:
         settings = settings_from_args(args)
         inputs = list(args.inputs) + (read_file_list(args.file_list) if args.file_list else [])

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
 import os
-from collections.abc import Callable
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 
 from ptta.curate.probe import shard_of, video_id
@@ -50,9 +56,59 @@ def videos_to_curate(videos: list[Path], out_dir: Path, num_shards: int, shard_i
     return mine, [v for v in mine if not is_finished(out_dir, v, video_id(v), retry_failed)]
 
 
-def _start_worker(settings: CurateSettings, out_dir: Path, threads: int | None) -> None:
+# prctl(2) option: the signal a process gets when its parent ends.
+_PR_SET_PDEATHSIG = 1
+# How often a worker without prctl (not Linux) checks that the run that started it still exists.
+_PARENT_POLL_SECONDS = 1.0
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker when the run that started it ends.
+
+    A run killed outright (kill -9, the out-of-memory killer) cannot stop its workers; they would
+    go on curating into the output folder for hours, beside any rerun, and keep the
+    multiprocessing resource tracker alive too (it exits when the last of them closes its pipe).
+    On Linux the kernel sends SIGKILL when the parent ends; elsewhere a thread polls the parent.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    else:
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(_PARENT_POLL_SECONDS)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    if os.getppid() != parent_pid:  # it ended before the signal was asked for
+        os._exit(1)
+
+
+@contextmanager
+def _started_processes_ignore_sigint() -> Iterator[None]:
+    """Processes started inside the block begin with SIGINT ignored (the disposition is inherited).
+
+    Ctrl-C signals the terminal's whole process group: the workers would each print a
+    KeyboardInterrupt traceback (or die while the run still counts on them). Only the run reacts;
+    it stops its workers itself (see _run_pool). A Ctrl-C within the block itself, which only
+    starts processes, is lost.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _start_worker(settings: CurateSettings, out_dir: Path, threads: int | None, parent_pid: int | None = None) -> None:
+    """Set up this process's VideoCurator; `parent_pid` is given in worker processes (see _die_with_parent)."""
     global _worker_curator, _worker_start_error
     import cv2
+
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
 
     from ptta.curate.aesthetic import make_aesthetic_scorer
     from ptta.curate.video_task import VideoCurator
@@ -117,15 +173,20 @@ def _run_pool(todo: list[Path], out_dir: Path, settings: CurateSettings, workers
     """Run `todo` on a pool; return the videos left unfinished because the pool broke."""
     context = multiprocessing.get_context("spawn")  # torch and decoder threads do not survive fork
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(settings, out_dir, threads_per_worker(workers))) as pool:
-        pending = {pool.submit(_curate_in_worker, path): path for path in todo}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            if any(isinstance(future.exception(), BrokenProcessPool) for future in done):
-                break
-            for future in done:
-                on_done(future.result())  # any other exception is a set-up error: stop the run
-                del pending[future]
+                             initargs=(settings, out_dir, threads_per_worker(workers), os.getpid())) as pool:
+        try:
+            with _started_processes_ignore_sigint():  # submit starts the workers
+                pending = {pool.submit(_curate_in_worker, path): path for path in todo}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                if any(isinstance(future.exception(), BrokenProcessPool) for future in done):
+                    break
+                for future in done:
+                    on_done(future.result())  # any other exception is a set-up error: stop the run
+                    del pending[future]
+        except BaseException:  # Ctrl-C, a set-up error
+            _stop_now(pool)
+            raise
     # The pool broke: keep what finished, hand back the rest.
     unfinished = []
     for future, path in pending.items():
@@ -134,3 +195,12 @@ def _run_pool(todo: list[Path], out_dir: Path, settings: CurateSettings, workers
         else:
             unfinished.append(path)
     return unfinished
+
+
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """Drop the queued videos and kill the workers: leaving the pool's `with` block would first
+    curate every video queued. The videos in flight have no record yet, so a rerun redoes them."""
+    workers = list(pool._processes.values())  # no public handle on them before Python 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.kill()
