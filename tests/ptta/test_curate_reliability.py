@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from curate_support import read_manifest, run_command
 
+from ptta.curate.probe import video_id
 from ptta.output_lock import OutputFolderInUse, output_lock
 from ptta.synthetic import ShotSpec, make_animation_video
 
@@ -171,3 +172,17 @@ def test_shards_lock_only_their_part_of_a_shared_folder(tmp_path):
         refused(shard, "shard-1-of-2", f"{tmp_path} is in use by ptta curate")
     with pytest.raises(ValueError, match="part '../x'"):
         output_lock(tmp_path, shard, part="../x").__enter__()
+
+
+def test_cleaning_up_after_a_killed_video_leaves_other_inputs_files_alone(tmp_path):
+    """`a.mp4` has the id a-<hash>; an input named `a-<hash>-0000.mp4` has one beginning with it."""
+    inputs = tmp_path / "in"
+    make_animation_video(inputs / "a.mp4", [ShotSpec(3.5, speed=0.6)], size=(96, 54), seed=1)
+    make_animation_video(inputs / f"{video_id(inputs / 'a.mp4')}-0000.mp4", [ShotSpec(3.5, speed=0.6)],
+                         size=(96, 54), seed=2)
+    out = tmp_path / "out"
+    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--no-progress"]) == 0
+    rows = read_manifest(out)
+    assert len(rows) == 2 and all(row["selected"] for row in rows)
+    for row in rows:
+        assert (out / row["clip_path"]).is_file() and (out / row["thumbnail"]).is_file()

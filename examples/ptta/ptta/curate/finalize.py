@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 
 from ptta.curate.manifest import Summary, manifest_rows, summarize, write_errors_log, write_manifest
 from ptta.curate.pipeline import SETTINGS_FILE
-from ptta.curate.records import read_video_records
+from ptta.curate.records import OUTPUT_FOLDERS, read_video_records, video_id_of_output
 from ptta.curate.report import write_report
 
 
@@ -20,11 +19,6 @@ def stored_settings(run_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-# clips/<video id>-<number>.mp4 (.partial.mp4 while written) and thumbs/<video id>-<number>.jpg,
-# where a video id ends in 8 hex digits (probe.video_id).
-_OUTPUT_NAME = re.compile(r"^(?P<video_id>.+-[0-9a-f]{8})-\d{4,}(\.partial)?\.(mp4|jpg)$")
-
-
 def orphaned_outputs(run_dir: Path, video_ids: set[str]) -> list[Path]:
     """Files in run_dir's clips/ and thumbs/ that no record there accounts for: those of videos
     without a record, and any file not named as curation names its outputs.
@@ -33,9 +27,8 @@ def orphaned_outputs(run_dir: Path, video_ids: set[str]) -> list[Path]:
     video dropped from the inputs is never rerun. They are reported, not deleted: a run still
     going in the same folder (another shard) would have the same kind of files.
     """
-    files = [path for folder in ("clips", "thumbs") for path in sorted((run_dir / folder).glob("*"))]
-    return [path for path in files
-            if (match := _OUTPUT_NAME.match(path.name)) is None or match["video_id"] not in video_ids]  # fmt: skip
+    files = [path for folder in OUTPUT_FOLDERS for path in sorted((run_dir / folder).glob("*"))]
+    return [path for path in files if video_id_of_output(path.name) not in video_ids]
 
 
 def finalize(run_dirs: list[Path], manifest_dir: Path) -> Summary:

@@ -8,6 +8,7 @@ the videos in flight. The manifest is rebuilt from these records.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ptta.curate.clips import ClipSpan
@@ -15,6 +16,14 @@ from ptta.curate.probe import VideoInfo
 from ptta.tables import write_text_atomic
 
 RECORDS_DIR = "videos"
+# Where a video's files go besides its record: clips/<video id>-<number>.mp4 (.partial.mp4 while
+# written) and thumbs/<video id>-<number>.jpg.
+OUTPUT_FOLDERS = ("clips", "thumbs")
+# A video id ends in 8 hex digits (probe.video_id) and a clip number has 4 or more digits, so a
+# name has exactly one reading even when one input's id begins with another's (a.mp4 and
+# a-bd87e788-0000.mp4: a-bd87e788-0000.mp4 is a clip of the first, a-bd87e788-0000-<hash>-0000.mp4
+# one of the second).
+_OUTPUT_NAME = re.compile(r"^(?P<video_id>.+-[0-9a-f]{8})-\d{4,}(\.partial)?\.(mp4|jpg)$")
 
 # A clip's `error` that the captioner set (the clip itself is fine): --retry-failed captions it again.
 CAPTION_ERROR_PREFIX = "captioning failed: "
@@ -22,6 +31,12 @@ CAPTION_ERROR_PREFIX = "captioning failed: "
 
 def is_caption_error(error: str | None) -> bool:
     return error is not None and error.startswith(CAPTION_ERROR_PREFIX)
+
+
+def video_id_of_output(file_name: str) -> str | None:
+    """The id of the video a file in clips/ or thumbs/ belongs to; None for a name curation does not write."""
+    match = _OUTPUT_NAME.match(file_name)
+    return None if match is None else match["video_id"]
 
 
 def file_signature(path: str | Path) -> dict:

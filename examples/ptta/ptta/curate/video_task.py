@@ -23,7 +23,7 @@ from ptta.curate.clip_writer import BackgroundClipWriter, ClipWriteError
 from ptta.curate.clips import TIMESTAMP_TOLERANCE, ClipCutter, ClipSpan
 from ptta.curate.flow import FlowTracker
 from ptta.curate.probe import InputError, video_id
-from ptta.curate.records import clip_record, video_record, write_video_record
+from ptta.curate.records import OUTPUT_FOLDERS, clip_record, video_id_of_output, video_record, write_video_record
 from ptta.curate.settings import CurateSettings
 from ptta.curate.shots import make_shot_detector
 from ptta.curate.read_ahead import read_ahead
@@ -100,10 +100,12 @@ class VideoCurator:
         return record
 
     def _remove_partial_outputs(self, vid: str) -> None:
-        """A video without a record was in flight when a run died: drop what it left behind."""
-        for folder in ("clips", "thumbs"):
+        """A video without a record was in flight when a run died: drop what it left behind, and
+        only that (`{vid}-*` alone also matches the files of an input whose id begins with vid)."""
+        for folder in OUTPUT_FOLDERS:
             for stale in (self.out_dir / folder).glob(f"{vid}-*"):
-                stale.unlink()
+                if video_id_of_output(stale.name) == vid:
+                    stale.unlink()
 
     def _decode_and_cut(self, path: Path, vid: str, source: CurationSource, clips: list[dict], warnings: list[str],
                         writer: BackgroundClipWriter) -> tuple[int, float]:
