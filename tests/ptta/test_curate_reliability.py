@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -15,7 +16,10 @@ from pathlib import Path
 import pytest
 from curate_support import read_manifest, run_command
 
+from ptta.curate.aesthetic import ImageStatisticsProxyScorer
 from ptta.curate.probe import video_id
+from ptta.curate.settings import CurateSettings
+from ptta.curate.video_task import VideoCurator
 from ptta.output_lock import OutputFolderInUse, output_lock
 from ptta.synthetic import ShotSpec, make_animation_video
 
@@ -186,3 +190,28 @@ def test_cleaning_up_after_a_killed_video_leaves_other_inputs_files_alone(tmp_pa
     assert len(rows) == 2 and all(row["selected"] for row in rows)
     for row in rows:
         assert (out / row["clip_path"]).is_file() and (out / row["thumbnail"]).is_file()
+
+
+def _mp4_with_timing(path: Path, field: bytes, value: int) -> Path:
+    """Overwrite a 32-bit field of the mp4's moov: b"mdhd" its timescale, b"stts" the first sample's duration."""
+    data = bytearray(path.read_bytes())
+    box = data.index(field)  # the box type; its payload follows: version (1 byte), flags (3)
+    if field == b"mdhd":
+        assert data[box + 4] == 0  # version 0: 32-bit creation and modification times, then the timescale
+        offset = box + 4 + 4 + 8
+    else:
+        offset = box + 4 + 4 + 4 + 4  # after the entry count and the first entry's sample count
+    data[offset : offset + 4] = struct.pack(">I", value)
+    broken = path.with_name(f"{field.decode()}-{value}.mp4")
+    broken.write_bytes(data)
+    return broken
+
+
+@pytest.mark.parametrize(("field", "value"), [(b"mdhd", 0), (b"stts", 2**31 - 1)])
+def test_corrupt_timestamps_are_reported_as_such(tmp_path, field, value):
+    video = make_animation_video(tmp_path / "good.mp4", [ShotSpec(11.0, speed=0.5)], size=(96, 54))
+    broken = _mp4_with_timing(Path(video.path), field, value)
+    record = VideoCurator(CurateSettings(), tmp_path / "out", ImageStatisticsProxyScorer()).run(broken)
+    assert record["status"] == "failed" and record["frames_decoded"] == 1
+    assert record["error"].startswith("timestamps unusable (frame rate read as ")
+    assert record["error"].endswith("fps): 1 of the 264 frames the header states decoded")

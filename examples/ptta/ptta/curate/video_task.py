@@ -22,7 +22,7 @@ from ptta.curate.aesthetic import AestheticScorer
 from ptta.curate.clip_writer import BackgroundClipWriter, ClipWriteError
 from ptta.curate.clips import TIMESTAMP_TOLERANCE, ClipCutter, ClipSpan
 from ptta.curate.flow import FlowTracker
-from ptta.curate.probe import InputError, video_id
+from ptta.curate.probe import InputError, VideoInfo, video_id
 from ptta.curate.records import OUTPUT_FOLDERS, clip_record, video_id_of_output, video_record, write_video_record
 from ptta.curate.settings import CurateSettings
 from ptta.curate.shots import make_shot_detector
@@ -32,6 +32,8 @@ from ptta.curate.source import CurationSource
 THUMBNAIL_WIDTH = 160
 # A video that decodes to less than this share of its stated duration is reported as truncated.
 TRUNCATION_RATIO = 0.9
+# A frame rate below this comes from broken timestamps, not from a video.
+MIN_PLAUSIBLE_FPS = 1.0
 # Frames the decoder thread may run ahead of shot detection and scoring.
 DECODE_AHEAD_FRAMES = 8
 
@@ -50,6 +52,22 @@ def select(flow: float | None, aesthetic: float, settings: CurateSettings) -> tu
     if score < settings.theta:
         return score, False, f"S {score:.2f} < theta {settings.theta}"
     return score, True, None
+
+
+def whole_video_error(info: VideoInfo, frames_decoded: int, seconds: float) -> str | None:
+    """Why a video whose frames were all read still counts as failed, if it does."""
+    if frames_decoded == 0:
+        return "no decodable video frames"
+    if frames_decoded == 1 and (info.frames or 0) <= 1:  # a PNG or JPEG named .mp4 opens as a one-frame video
+        return "a single frame (a still image?), not a video"
+    if frames_decoded == 1 and info.fps < MIN_PLAUSIBLE_FPS:
+        # Corrupt timing (an mp4 whose timescale is 0, or one sample lasting hours) makes even
+        # FFmpeg stop after the first frame; the frame rate derived from it gives it away.
+        return (f"timestamps unusable (frame rate read as {info.fps:.3g} fps): 1 of the {info.frames} frames "
+                "the header states decoded")
+    if info.duration and seconds < TRUNCATION_RATIO * info.duration - 0.5:
+        return f"truncated: decoded {seconds:.2f} s of the {info.duration:.2f} s the header states"
+    return None
 
 
 def resample_times(start: float, end: float, fps: float) -> np.ndarray:
@@ -85,8 +103,7 @@ class VideoCurator:
                                               self.settings.encoder_open_options(), self.codec_threads)
                 with writer:
                     frames_decoded, seconds = self._decode_and_cut(path, vid, source, clips, warnings, writer)
-            if info.duration and seconds < TRUNCATION_RATIO * info.duration - 0.5:
-                error = f"truncated: decoded {seconds:.2f} s of the {info.duration:.2f} s the header states"
+            error = whole_video_error(info, frames_decoded, seconds)
         except InputError as reason:
             error = str(reason)
         except ClipWriteError as reason:
@@ -140,10 +157,8 @@ class VideoCurator:
                     if sampled and time - buffer[0][1] >= self.settings.min_clip_seconds - TIMESTAMP_TOLERANCE:
                         flow.measure_from(buffer[0][1])
                 index += 1
-        if index == 0:
-            raise InputError("no decodable video frames")
-        if index == 1:  # a PNG or JPEG named .mp4 opens as a one-frame video
-            raise InputError("a single frame (a still image?), not a video")
+        if index == 0:  # whole_video_error reports it
+            return 0, 0.0
         for span in cutter.finish(detector.finish()):
             clips.append(self._finish_clip(vid, len(clips), path, info, span, buffer, flow, writer))
         if longest - shortest > 0.5 / info.fps:
