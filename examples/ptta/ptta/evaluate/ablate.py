@@ -24,10 +24,11 @@ from ptta.evaluate.command import (
     add_scorer_arguments,
     build_scorers,
     evaluate_records,
+    report_failures,
     sample_protocol,
 )
 from ptta.evaluate.generation import MethodSpec
-from ptta.evaluate.protocol import ManifestError, read_manifest
+from ptta.evaluate.protocol import ManifestError, read_videos
 from ptta.rendering import resolve_adapter_dir
 
 DEFAULT_HEADS = "2,4,8,12"
@@ -60,13 +61,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("ablation")
     group.add_argument("--heads", default=DEFAULT_HEADS, help=f"head counts N to compare (default {DEFAULT_HEADS})")
     group.add_argument("--default-heads", type=int, default=PAPER_DEFAULT_N,
-                       help="N marked (Default) in the table (the paper's 4)")
-    group.add_argument("--manifest", type=Path, help="CSV/JSONL of existing videos whose method column is N")
-    group.add_argument("--video-root", type=Path, help="folder the manifest's relative video paths start from")
+                       help=f"N marked (Default) in the table (default {PAPER_DEFAULT_N}, the paper's)")
+    group.add_argument("--manifest", type=Path,
+                       help="existing videos: a CSV/JSONL manifest whose method column is N, or a folder with one "
+                            "subfolder per N (N4/, heads8/ ...) and <video>.txt prompt sidecars")
+    group.add_argument("--video-root", type=Path, help="folder the manifest's relative video paths start from "
+                                                       "(default: the manifest's folder)")
     group.add_argument("--adapter-pattern", default="{out}/adapters/heads{N}",
                        help="adapter folder per N, with {N} (and {out}) filled in (default {out}/adapters/heads{N})")
     group.add_argument("--train-config", type=Path,
-                       help="training config used to train the adapters that do not exist yet (N overridden)")
+                       help="training config used to train the adapters that do not exist yet (N overridden; "
+                            "default: none, a missing adapter is an error)")
     add_generation_arguments(parser)
     add_scorer_arguments(parser)
     add_report_arguments(parser)
@@ -110,7 +115,7 @@ def collect_records(args: argparse.Namespace, heads: list[int]) -> tuple[list, l
         raise SystemExit("ptta ablate: give either --manifest (existing videos) or --model (sample per N)")
     if args.manifest is not None:
         records = [dataclasses.replace(r, method=method_name(heads_of(r.method)))
-                   for r in read_manifest(args.manifest, args.video_root)]
+                   for r in read_videos(args.manifest, args.video_root)]
         unknown = sorted({r.method for r in records} - {method_name(n) for n in heads})
         if unknown:
             raise SystemExit(f"ptta ablate: {args.manifest} has videos for {unknown}, not in --heads {args.heads}")
@@ -134,4 +139,4 @@ def run(args: argparse.Namespace) -> int:
     failed = evaluate_records(records, scorers, args.out, "PTTA ablation: number of B matrices N", methods,
                               row_header="B matrices nums N", row_labels=labels, gifs_per_cell=args.gifs_per_cell,
                               notes=notes)
-    return 1 if failed else 0
+    return report_failures("ptta ablate", failed, len(records), args.out)

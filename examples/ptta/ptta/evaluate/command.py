@@ -1,8 +1,9 @@
 """`ptta evaluate`: score videos of several methods side by side and report them (paper Table 2).
 
-Either score a folder of existing videos described by a manifest (no model needed):
+Either score existing videos, listed in a manifest or simply a folder of them (no model needed):
 
     ptta evaluate --manifest videos/manifest.csv --out runs/eval --videoscore /models/VideoScore-v1.1
+    ptta evaluate --manifest videos/ --out runs/eval       # prompts from videos/<name>.txt sidecars
 
 or sample the paper's protocol first (20 prompts x 10 seeds per method) through `ptta.sample.generate`:
 
@@ -11,12 +12,14 @@ or sample the paper's protocol first (20 prompts x 10 seeds per method) through 
 
 Weight-free metrics always run unless --no-weightfree; VideoScore, VideoScore2 and CLIPScore run
 when their local directory is given. Everything lands in --out: scores.jsonl (the store a rerun
-reuses), per_video.csv/.jsonl, summary.csv, table.md, scores.png, index.html (+ gifs/).
+reuses), per_video.csv/.jsonl, summary.csv, table.md, scores.png, index.html (+ gifs/). The exit
+status is 1, with a line on stderr, when any video failed to score or to preview.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,22 +30,27 @@ from ptta.evaluate.protocol import (
     ManifestError,
     ordered_unique,
     plan_videos,
-    read_manifest,
+    read_videos,
     write_manifest,
 )
 from ptta.evaluate.store import STORE_NAME, ScoreStore
 from ptta.paper_prompts import PTTA_PROMPTS
+from ptta.sample.generate import generate_videos
 
 
 def add_scorer_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("scorers")
-    group.add_argument("--videoscore", type=Path, help="local VideoScore v1 / v1.1 checkpoint directory")
+    group.add_argument("--videoscore", type=Path,
+                       help="local VideoScore v1 / v1.1 checkpoint directory (default: not scored)")
     group.add_argument("--videoscore-variant", choices=("v1", "v1.1"), default="v1.1",
                        help="v1 reads 16 frames, v1.1 reads 48 (default v1.1)")
-    group.add_argument("--videoscore2", type=Path, help="local VideoScore2 (Qwen2.5-VL) checkpoint directory")
-    group.add_argument("--vs2-max-new-tokens", type=int, default=1024, help="VideoScore2 answer length limit")
-    group.add_argument("--clip", type=Path, help="local CLIP checkpoint directory for CLIPScore")
-    group.add_argument("--no-weightfree", action="store_true", help="skip the flow / frame-difference metrics")
+    group.add_argument("--videoscore2", type=Path,
+                       help="local VideoScore2 (Qwen2.5-VL) checkpoint directory (default: not scored)")
+    group.add_argument("--vs2-max-new-tokens", type=int, default=1024,
+                       help="VideoScore2 answer length limit in tokens (default 1024, the reference's)")
+    group.add_argument("--clip", type=Path, help="local CLIP checkpoint directory for CLIPScore (default: not scored)")
+    group.add_argument("--no-weightfree", action="store_true",
+                       help="skip the flow / frame-difference metrics (default: they run)")
     group.add_argument("--flow-side", type=int, default=256,
                        help="short side (pixels) frames are shrunk to for optical flow (default 256)")
     group.add_argument("--device", default="auto", help="torch device for the scorers (default: cuda if present)")
@@ -52,29 +60,43 @@ def add_scorer_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sampling (passed to ptta.sample.generate.generate_videos; unset = its default)")
-    group.add_argument("--model", help='HunyuanVideo diffusers directory, or "tiny"')
+    group.add_argument("--model", help='HunyuanVideo diffusers directory, or "tiny" (default: none; score '
+                                       '--manifest videos instead)')
     group.add_argument("--prompts", type=Path, help="prompt file (.txt/.csv/.jsonl); default: the 20 PTTA prompts")
-    group.add_argument("--samples", type=int, default=SAMPLES_PER_PROMPT, help="videos per prompt and method")
-    group.add_argument("--seed", type=int, default=0, help="sample k uses seed SEED + k for every method")
-    group.add_argument("--steps", type=int)
-    group.add_argument("--guidance", type=float)
-    group.add_argument("--height", type=int)
-    group.add_argument("--width", type=int)
-    group.add_argument("--frames", type=int)
-    group.add_argument("--fps", type=float)
+    group.add_argument("--samples", type=int, default=SAMPLES_PER_PROMPT,
+                       help=f"videos per prompt and method (default {SAMPLES_PER_PROMPT}, the paper's)")
+    group.add_argument("--seed", type=int, default=0, help="sample k uses seed SEED + k for every method (default 0)")
+    sampler = generate_videos.__kwdefaults__  # unset: generate_videos' own default, shown here
+
+    def unset(name: str) -> str:
+        return f"(default {sampler[name]}, the sampler's)"
+
+    group.add_argument("--steps", type=int, help=f"denoising steps {unset('steps')}")
+    group.add_argument("--guidance", type=float, help=f"embedded guidance scale {unset('guidance')}")
+    group.add_argument("--height", type=int, help=f"video height in pixels, a multiple of 16 {unset('height')}")
+    group.add_argument("--width", type=int, help=f"video width in pixels, a multiple of 16 {unset('width')}")
+    group.add_argument("--frames", type=int, help=f"frames per video, 4k+1 {unset('frames')}")
+    group.add_argument("--fps", type=float, help="frame rate of the written videos (default: the adapter's training "
+                                                 "fps, recorded beside it, else 24)")
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("report")
     group.add_argument("--out", type=Path, required=True, help="output folder (reruns reuse its stored scores)")
-    group.add_argument("--gifs-per-cell", type=int, default=1, help="sample GIFs per prompt and method on the page")
+    group.add_argument("--gifs-per-cell", type=int, default=1,
+                       help="sample GIFs per prompt and method on the page (default 1)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("videos")
-    group.add_argument("--manifest", type=Path, help="CSV/JSONL of existing videos: video,prompt[,method,...]")
+    group.add_argument("--manifest", type=Path,
+                       help="existing videos: a CSV/JSONL manifest (video,prompt[,method,...]), or a folder of "
+                            "videos whose prompts are in <video>.txt sidecars (or --prompt); its subfolders are "
+                            "methods")
     group.add_argument("--video-root", type=Path, help="folder the manifest's relative video paths start from "
                                                        "(default: the manifest's folder)")
+    group.add_argument("--prompt", help="with a --manifest folder: the prompt of every video that has no .txt "
+                                        "sidecar (default: none; such a video is an error)")
     group.add_argument("--method", action="append", default=[], metavar="NAME[=ADAPTER]",
                        help="with --model: a method to sample; NAME alone is the base model, NAME=DIR a HydraLoRA "
                             "adapter, NAME=FILE an exported LoRA (repeat for each method)")
@@ -148,13 +170,25 @@ def evaluate_records(records: list, scorers: list, out_dir: Path, title: str, me
         table += "\n" + "\n".join(f"- {note}" for note in notes) + "\n"
     (out_dir / TABLE_MD).write_text(table)
     bar_chart(cells, methods, metrics, out_dir / CHART_PNG, row_labels)
-    page = write_page(out_dir, title, rows, cells, methods, metrics, gifs_per_cell, row_labels)
+    page, failed = write_page(out_dir, title, rows, cells, methods, metrics, gifs_per_cell, row_labels)
     log(table)
     log(f"report: {page}")
-    failed = sum(1 for row in rows if row["errors"])
     if failed:
-        log(f"{failed} of {len(rows)} videos have errors (see the errors column of per_video.csv)")
-    return failed
+        log(f"{len(failed)} of {len(rows)} videos have errors (see the errors column of per_video.csv and "
+            f"the samples on {page.name})")
+    return len(failed)
+
+
+def report_failures(command: str, failed: int, total: int, out_dir: Path) -> int:
+    """The exit status of an evaluation: 0, or 1 with one line on stderr saying how many videos failed
+    and where to read why."""
+    from ptta.evaluate.html_page import PAGE_NAME
+
+    if not failed:
+        return 0
+    print(f"{command}: {failed} of {total} videos failed to score or to preview; see {out_dir / PAGE_NAME} "
+          f"(and the errors column of {out_dir / 'per_video.csv'})", file=sys.stderr)
+    return 1
 
 
 def sample_protocol(args: argparse.Namespace, methods: list,
@@ -180,8 +214,11 @@ def collect_records(args: argparse.Namespace,
         if args.method:
             raise SystemExit("ptta evaluate: --method names methods to sample; with --manifest the methods come "
                              "from its 'method' column")
-        records = read_manifest(args.manifest, args.video_root)
+        records = read_videos(args.manifest, args.video_root, args.prompt)
         return records, ordered_unique(r.method for r in records), []
+    if args.prompt is not None:
+        raise SystemExit("ptta evaluate: --prompt names the prompt of a --manifest folder's videos; to sample, "
+                         "give the prompts with --prompts FILE")
     if not args.method:
         raise SystemExit("ptta evaluate: --model needs at least one --method NAME[=ADAPTER]")
     methods = [MethodSpec.parse(text) for text in args.method]
@@ -201,4 +238,4 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"ptta evaluate: {error}") from error
     failed = evaluate_records(records, scorers, args.out, "PTTA evaluation", methods,
                               gifs_per_cell=args.gifs_per_cell, notes=notes)
-    return 1 if failed else 0
+    return report_failures("ptta evaluate", failed, len(records), args.out)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ptta.evaluate.errors import describe_error
 from ptta.evaluate.protocol import ordered_unique
 from ptta.evaluate.report import (
     CHART_PNG, PER_VIDEO_CSV, PER_VIDEO_JSONL, SUMMARY_CSV, TABLE_MD, SummaryCell, cell_text,
@@ -30,6 +31,7 @@ th { background: #f3f3f3; }
 td.prompt { max-width: 22em; }
 .scores { font-size: 11px; color: #444; }
 .error { color: #b00; font-size: 11px; max-width: 16em; }
+img { max-width: 100%; height: auto; }
 img.sample { display: block; margin-bottom: 2px; }
 """
 
@@ -64,8 +66,13 @@ def previews(rows: list[dict], out_dir: Path, per_cell: int) -> dict[str, str]:
                     make_preview(video, gif)
                 made[row["video"]] = gif.relative_to(out_dir).as_posix()
             except Exception as error:  # noqa: BLE001 - a broken video gets an error note instead of a GIF
-                made[row["video"]] = f"error: {type(error).__name__}: {error}"
+                made[row["video"]] = f"error: {describe_error(error)}"
     return made
+
+
+def failed_videos(rows: list[dict], gifs: dict[str, str]) -> list[str]:
+    """The videos the page shows an error for: a scorer failed on them, or their preview did."""
+    return [row["video"] for row in rows if row["errors"] or gifs.get(row["video"], "").startswith("error:")]
 
 
 def _summary_table(cells: list[SummaryCell], methods: list[str], metrics: list[str], labels: dict[str, str]) -> str:
@@ -74,8 +81,9 @@ def _summary_table(cells: list[SummaryCell], methods: list[str], metrics: list[s
     body = []
     for method in methods:
         tds = [f"<td>{cell_text(lookup[(method, metric)])}</td>" for metric in metrics]
-        body.append(f"<tr><th>{html.escape(labels.get(method, method))}</th>{''.join(tds)}</tr>")
-    return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
+        n = min((lookup[(method, metric)].n for metric in metrics), default=0)
+        body.append(f"<tr><th>{html.escape(labels.get(method, method))}</th>{''.join(tds)}<td>{n}</td></tr>")
+    return f"<table><tr><th></th>{head}<th title='videos scored'>n</th></tr>{''.join(body)}</table>"
 
 
 def _cell_scores(rows: list[dict], metrics: list[str]) -> str:
@@ -88,7 +96,8 @@ def _cell_scores(rows: list[dict], metrics: list[str]) -> str:
 
 
 def write_page(out_dir: Path, title: str, rows: list[dict], cells: list[SummaryCell], methods: list[str],
-               metrics: list[str], per_cell: int = 1, labels: dict[str, str] | None = None) -> Path:
+               metrics: list[str], per_cell: int = 1, labels: dict[str, str] | None = None) -> tuple[Path, list[str]]:
+    """Write index.html; returns its path and the videos it shows an error for (`failed_videos`)."""
     labels = labels or {}
     scored = [m for m in metrics if any(c.metric == m and c.n for c in cells)]
     gifs = previews(rows, out_dir, per_cell)
@@ -96,7 +105,8 @@ def write_page(out_dir: Path, title: str, rows: list[dict], cells: list[SummaryC
     links = " · ".join(f"<a href='{name}'>{name}</a>" for name in files)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{links}</p>",
-             "<h2>Summary (mean ± 95% interval)</h2>", _summary_table(cells, methods, scored, labels)]
+             "<h2>Summary (mean ± 95% interval; [low, high] where the metric's range cuts it)</h2>",
+             _summary_table(cells, methods, scored, labels)]
     if (out_dir / CHART_PNG).is_file():
         parts.append(f"<img src='{CHART_PNG}' alt='bar chart of the summary'>")
     parts.append("<h2>Samples</h2><table><tr><th>prompt</th>")
@@ -125,4 +135,4 @@ def write_page(out_dir: Path, title: str, rows: list[dict], cells: list[SummaryC
     parts.append("</table></body></html>")
     page = out_dir / PAGE_NAME
     page.write_text("\n".join(parts))
-    return page
+    return page, failed_videos(rows, gifs)

@@ -18,6 +18,8 @@ def load_prompts(path: str | Path) -> list[EvalPrompt]:
     """Prompts from a .txt (one per line, blank lines skipped), .csv or .jsonl (`prompt`, optional
     `id` and `focus`). Ids default to p01, p02, ...; they must be unique."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory; expected a prompt file (.txt, .csv or .jsonl)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: prompt file not found")
     suffix = path.suffix.lower()

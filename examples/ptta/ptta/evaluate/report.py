@@ -2,8 +2,9 @@
 metric, Markdown tables in the paper's layouts, and a bar chart.
 
 The interval is Student's t: mean +- t(0.975, n - 1) * sd / sqrt(n), over the videos of a method
-taken as independent samples (the paper reports means only). Videos whose scoring failed are left
-out of the means and counted in `missing`.
+taken as independent samples (the paper reports means only), clipped to the values the metric can
+take (motion magnitude is never negative, a 0-1 metric never above 1), so with few videos it can
+be lopsided. Videos whose scoring failed are left out of the means and counted in `missing`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ptta.evaluate.errors import spell_out
 from ptta.evaluate.protocol import VideoRecord
 from ptta.evaluate.scorers.base import METRICS, PAPER_METRICS, Scorer
 from ptta.evaluate.store import ScoreStore
@@ -37,6 +39,13 @@ class SummaryCell:
     sd: float
     ci95: float  # half-width of the 95% interval; nan below 2 videos
     missing: int
+    low: float = math.nan  # the interval's ends, clipped to the metric's range; nan below 2 videos
+    high: float = math.nan
+
+    @property
+    def clipped(self) -> bool:
+        """True when the metric's range cut the interval (its ends are then not mean -+ ci95)."""
+        return not math.isnan(self.ci95) and (self.low > self.mean - self.ci95 or self.high < self.mean + self.ci95)
 
 
 def display_path(path: Path, base: Path) -> str:
@@ -66,7 +75,7 @@ def per_video_rows(records: list[VideoRecord], scorers: list[Scorer], store: Sco
             if ok:
                 details[scorer.name] = entry["details"]
             else:
-                errors.append(f"{scorer.name}: {entry['error'] if entry else 'not scored'}")
+                errors.append(f"{scorer.name}: {spell_out(entry['error']) if entry else 'not scored'}")
         row["errors"] = "; ".join(errors)
         row["details"] = details
         rows.append(row)
@@ -74,11 +83,13 @@ def per_video_rows(records: list[VideoRecord], scorers: list[Scorer], store: Sco
 
 
 def write_per_video(rows: list[dict], metrics: list[str], out_dir: Path) -> None:
+    """per_video.csv (an empty cell where a metric failed or a seed is unknown) and per_video.jsonl
+    (null there)."""
+    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]
     with (out_dir / PER_VIDEO_CSV).open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=[*ROW_COLUMNS, *metrics, "errors"], extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
-    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]
+        writer.writerows(clean)  # csv writes None as an empty cell
     (out_dir / PER_VIDEO_JSONL).write_text(jsonl_text(clean))
 
 
@@ -90,17 +101,30 @@ def confidence_half_width(values: np.ndarray) -> float:
     return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
 
 
+def clipped_interval(metric: str, mean: float, half_width: float) -> tuple[float, float]:
+    """mean -+ half_width, each end clipped to the metric's range (`MetricInfo.bounds`)."""
+    low, high = mean - half_width, mean + half_width
+    lower, upper = METRICS[metric].bounds
+    if lower is not None:
+        low, high = max(low, float(lower)), max(high, float(lower))
+    if upper is not None:
+        low, high = min(low, float(upper)), min(high, float(upper))
+    return low, high
+
+
 def summarize(rows: list[dict], methods: list[str], metrics: list[str]) -> list[SummaryCell]:
     cells = []
     for method in methods:
         method_rows = [row for row in rows if row["method"] == method]
         for metric in metrics:
             values = np.array([row[metric] for row in method_rows if math.isfinite(row[metric])], dtype=float)
+            mean = float(values.mean()) if len(values) else math.nan
+            half_width = confidence_half_width(values)
+            low, high = clipped_interval(metric, mean, half_width) if len(values) > 1 else (math.nan, math.nan)
             cells.append(SummaryCell(
-                method, metric, len(values),
-                float(values.mean()) if len(values) else math.nan,
+                method, metric, len(values), mean,
                 float(values.std(ddof=1)) if len(values) > 1 else math.nan,
-                confidence_half_width(values), len(method_rows) - len(values)))
+                half_width, len(method_rows) - len(values), low, high))
     return cells
 
 
@@ -113,10 +137,15 @@ def write_summary(cells: list[SummaryCell], path: Path) -> None:
 
 
 def cell_text(cell: SummaryCell) -> str:
-    """"mean ± half-width" (mean alone below 2 videos), or "n/a" when nothing was scored."""
+    """"mean ± half-width"; "mean [low, high]" when the metric's range clipped the interval; the mean
+    alone below 2 videos; "n/a" when nothing was scored."""
     if cell.n == 0:
         return "n/a"
-    return f"{cell.mean:.3f}" if math.isnan(cell.ci95) else f"{cell.mean:.3f} ± {cell.ci95:.3f}"
+    if math.isnan(cell.ci95):
+        return f"{cell.mean:.3f}"
+    if cell.clipped:
+        return f"{cell.mean:.3f} [{cell.low:.3f}, {cell.high:.3f}]"
+    return f"{cell.mean:.3f} ± {cell.ci95:.3f}"
 
 
 def _table(cells: list[SummaryCell], methods: list[str], metrics: list[str], row_header: str,
@@ -148,7 +177,8 @@ def markdown_report(cells: list[SummaryCell], methods: list[str], metrics: list[
                   *_table(cells, methods, other, row_header, row_labels), ""]
     if not scored:
         lines += ["No video was scored successfully; see the errors column of per_video.csv.", ""]
-    lines += ["Cells: mean ± half-width of the 95% Student-t interval over the videos of each row.",
+    lines += ["Cells: mean ± half-width of the 95% Student-t interval over the videos of each row; "
+              "mean [low, high] where the metric's range cuts the interval; n: videos scored.",
               "Legend: " + "; ".join(f"{METRICS[m].short} = {METRICS[m].label} ({METRICS[m].scale})" for m in scored),
               ""]
     return "\n".join(lines)
@@ -156,7 +186,8 @@ def markdown_report(cells: list[SummaryCell], methods: list[str], metrics: list[
 
 def bar_chart(cells: list[SummaryCell], methods: list[str], metrics: list[str], path: Path,
               row_labels: dict[str, str] | None = None) -> Path | None:
-    """One panel per metric, one bar per method, 95% intervals as error bars; None if nothing scored."""
+    """One panel per metric, one bar per method labelled with its n, the 95% intervals (clipped to
+    the metric's range) as error bars; at most 4 panels a row, 960 pixels wide. None if nothing scored."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,21 +200,25 @@ def bar_chart(cells: list[SummaryCell], methods: list[str], metrics: list[str], 
         return None
     columns = min(4, len(shown))
     rows = math.ceil(len(shown) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.4 * rows + 0.3), squeeze=False)
     colours = plt.get_cmap("tab10").colors
-    labels = [row_labels.get(m, m) for m in methods]
     for axis, metric in zip(axes.flat, shown, strict=False):  # spare panels stay empty
-        means = [lookup[(method, metric)].mean for method in methods]
-        errors = [np.nan_to_num(lookup[(method, metric)].ci95) for method in methods]
-        axis.bar(range(len(methods)), means, yerr=errors, capsize=3,
+        panel = [lookup[(method, metric)] for method in methods]
+        means = [cell.mean for cell in panel]
+        below = [0.0 if math.isnan(cell.low) else cell.mean - cell.low for cell in panel]
+        above = [0.0 if math.isnan(cell.high) else cell.high - cell.mean for cell in panel]
+        axis.bar(range(len(methods)), means, yerr=[below, above], capsize=3,
                  color=[colours[i % len(colours)] for i in range(len(methods))])
-        axis.set_xticks(range(len(methods)), labels, rotation=30, ha="right", fontsize=8)
-        axis.set_title(METRICS[metric].short, fontsize=10)
+        labels = [f"{row_labels.get(m, m)}\nn={cell.n}" for m, cell in zip(methods, panel, strict=True)]
+        axis.set_xticks(range(len(methods)), labels, rotation=30 if len(methods) > 3 else 0,
+                        ha="right" if len(methods) > 3 else "center", fontsize=7)
+        axis.set_title(METRICS[metric].short, fontsize=9)
+        axis.tick_params(axis="y", labelsize=7)
         axis.grid(axis="y", alpha=0.3)
     for axis in list(axes.flat)[len(shown):]:
         axis.set_visible(False)
-    figure.suptitle("mean ± 95% interval per method", fontsize=10)
+    figure.suptitle("mean and 95% interval per method (clipped to each metric's range)", fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return path

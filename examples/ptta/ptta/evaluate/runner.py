@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptta.evaluate.errors import describe_error
 from ptta.evaluate.protocol import VideoRecord
 from ptta.evaluate.scorers.base import DecodedVideo, Scorer, ScorerError
 from ptta.evaluate.store import ScoreStore, file_digest
@@ -27,7 +28,7 @@ class RunCounts:
 
 
 def _error_text(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
+    return describe_error(error)
 
 
 def decode(record: VideoRecord) -> DecodedVideo:
@@ -42,9 +43,17 @@ def file_keys(records: list[VideoRecord], store: ScoreStore) -> dict[Path, str]:
     return {r.video: store.file_key(r.video, file_digest(r.video)) for r in records}
 
 
+def _quiet_loading_bars() -> None:
+    """No "Loading weights" bars from transformers (our own log says what is loading)."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def _load(scorer: Scorer, log: Callable[[str], None]) -> str | None:
     """Load the scorer's weights; the error message if that fails."""
     try:
+        _quiet_loading_bars()
         scorer.load()
     except Exception as error:  # noqa: BLE001 - recorded per video, the other scorers still run
         message = f"loading {scorer.name} failed: {_error_text(error)}"

@@ -42,6 +42,17 @@ class ScorerError(RuntimeError):
     """A scorer cannot be built or loaded with the settings it was given."""
 
 
+def check_checkpoint_dir(model_dir: Path, what: str) -> None:
+    """ScorerError unless `model_dir` is a folder with a config.json, saying which of the three it is not."""
+    expected = f"expected a local {what} checkpoint directory (the folder holding its config.json)"
+    if not model_dir.exists():
+        raise ScorerError(f"{model_dir}: does not exist; {expected}")
+    if not model_dir.is_dir():
+        raise ScorerError(f"{model_dir}: is a file, not a directory; {expected}")
+    if not (model_dir / "config.json").is_file():
+        raise ScorerError(f"{model_dir}: no config.json; {expected}")
+
+
 class Scorer(ABC):
     """Scores videos against their prompts. Subclasses set `name` and `metrics` (the documented
     output order) and implement `score`; `load`/`close` bracket the use of model weights."""
@@ -90,6 +101,8 @@ class MetricInfo:
     family: str  # "videoscore" | "videoscore2" | "weight-free" | "clip"
     scale: str  # nominal range, for the docs and the HTML page
     higher_is_better: bool = True
+    # the values the metric can take (None: unbounded on that side); intervals are clipped to them
+    bounds: tuple[float | None, float | None] = (None, None)
 
 
 METRICS: dict[str, MetricInfo] = {
@@ -98,17 +111,21 @@ METRICS: dict[str, MetricInfo] = {
     "vs_dynamic_degree": MetricInfo("VideoScore dynamic degree", "VSDD", "videoscore", "1-4, unclamped"),
     "vs_text_alignment": MetricInfo("VideoScore text-to-video alignment", "VSTVA", "videoscore", "1-4, unclamped"),
     "vs_factual_consistency": MetricInfo("VideoScore factual consistency", "VSFC", "videoscore", "1-4, unclamped"),
-    "vs2_visual_quality": MetricInfo("VideoScore2 visual quality", "VS2-VQ", "videoscore2", "1-5"),
-    "vs2_text_alignment": MetricInfo("VideoScore2 text-to-video alignment", "VS2-TVA", "videoscore2", "1-5"),
+    "vs2_visual_quality": MetricInfo("VideoScore2 visual quality", "VS2-VQ", "videoscore2", "1-5", bounds=(1, 5)),
+    "vs2_text_alignment": MetricInfo("VideoScore2 text-to-video alignment", "VS2-TVA", "videoscore2", "1-5",
+                                     bounds=(1, 5)),
     "vs2_physical_consistency": MetricInfo("VideoScore2 physical/common-sense consistency", "VS2-PC",
-                                           "videoscore2", "1-5"),
-    "dynamic_degree": MetricInfo("Dynamic degree (VBench rule, Farneback flow)", "DD-flow", "weight-free", "0 or 1"),
+                                           "videoscore2", "1-5", bounds=(1, 5)),
+    "dynamic_degree": MetricInfo("Dynamic degree (VBench rule, Farneback flow)", "DD-flow", "weight-free", "0 or 1",
+                                 bounds=(0, 1)),
     "motion_magnitude": MetricInfo("Motion magnitude (top-5% flow, px at 256 short side)", "Motion",
-                                   "weight-free", ">= 0"),
+                                   "weight-free", ">= 0", bounds=(0, None)),
     "temporal_flickering": MetricInfo("Temporal flickering ((255 - mean |frame diff|) / 255)", "Flicker",
-                                      "weight-free", "0-1"),
-    "warp_consistency": MetricInfo("Flow-warped frame consistency", "WarpCons", "weight-free", "0-1"),
-    "clip_score": MetricInfo("CLIPScore (100 x max(cos, 0), mean over frames)", "CLIP", "clip", "0-100"),
+                                      "weight-free", "0-1", bounds=(0, 1)),
+    "warp_consistency": MetricInfo("Flow-warped frame consistency", "WarpCons", "weight-free", "0-1",
+                                   bounds=(0, 1)),
+    "clip_score": MetricInfo("CLIPScore (100 x max(cos, 0), mean over frames)", "CLIP", "clip", "0-100",
+                             bounds=(0, 100)),
 }
 
 # The four VideoScore aspects the paper reports (Tables 1 and 2), in its column order; it leaves out

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptta.evaluate.scorers.base import DecodedVideo, Scorer, ScorerError, ScoreResult
+from ptta.evaluate.scorers.base import DecodedVideo, Scorer, ScorerError, ScoreResult, check_checkpoint_dir
 from ptta.torch_runtime import resolve_device, resolve_dtype
 
 
@@ -25,8 +25,7 @@ class ClipScoreScorer(Scorer):
 
     def __init__(self, model_dir: str | Path, num_frames: int = 8, device: str = "auto", dtype: str = "auto"):
         self.model_dir = Path(model_dir)
-        if not (self.model_dir / "config.json").is_file():
-            raise ScorerError(f"{self.model_dir}: no config.json; expected a local CLIP checkpoint directory")
+        check_checkpoint_dir(self.model_dir, "CLIP")
         if num_frames < 1:
             raise ScorerError(f"clip num_frames: need at least 1, got {num_frames}")
         self.num_frames = num_frames

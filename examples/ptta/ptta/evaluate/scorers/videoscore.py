@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptta.evaluate.scorers.base import DecodedVideo, Scorer, ScorerError, ScoreResult
+from ptta.evaluate.scorers.base import DecodedVideo, Scorer, ScorerError, ScoreResult, check_checkpoint_dir
 from ptta.models.scorer_prompts import VIDEOSCORE_PROMPT
 from ptta.torch_runtime import quiet_transformers, resolve_device, resolve_dtype
 
@@ -102,8 +102,7 @@ class VideoScoreScorer(Scorer):
         self.model_dir = Path(model_dir)
         if variant not in VARIANT_FRAMES:
             raise ScorerError(f"videoscore variant: expected one of {sorted(VARIANT_FRAMES)}, got {variant!r}")
-        if not (self.model_dir / "config.json").is_file():
-            raise ScorerError(f"{self.model_dir}: no config.json; expected a local VideoScore checkpoint directory")
+        check_checkpoint_dir(self.model_dir, "VideoScore")
         self.variant = variant
         self.max_frames = VARIANT_FRAMES[variant]
         self.device_name, self.dtype_name = device, dtype

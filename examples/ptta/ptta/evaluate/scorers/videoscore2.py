@@ -20,7 +20,7 @@ import json
 import re
 from pathlib import Path
 
-from ptta.evaluate.scorers.base import DecodedVideo, Scorer, ScorerError, ScoreResult
+from ptta.evaluate.scorers.base import DecodedVideo, Scorer, ScorerError, ScoreResult, check_checkpoint_dir
 from ptta.models.qwen_vl import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -85,8 +85,7 @@ class VideoScore2Scorer(Scorer):
     def __init__(self, model_dir: str | Path, device: str = "auto", dtype: str = "auto", fps: float = 2.0,
                  max_new_tokens: int = 1024, min_pixels: int = VIDEO_MIN_PIXELS, max_pixels: int = VIDEO_MAX_PIXELS):
         self.model_dir = Path(model_dir)
-        if not (self.model_dir / "config.json").is_file():
-            raise ScorerError(f"{self.model_dir}: no config.json; expected a local VideoScore2 checkpoint directory")
+        check_checkpoint_dir(self.model_dir, "VideoScore2")
         if fps <= 0 or max_new_tokens < 1 or not 0 < min_pixels <= max_pixels:
             raise ScorerError(f"videoscore2: need fps > 0, max_new_tokens >= 1 and 0 < min_pixels <= max_pixels "
                               f"(got {fps}, {max_new_tokens}, {min_pixels}, {max_pixels})")
