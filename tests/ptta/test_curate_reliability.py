@@ -215,3 +215,17 @@ def test_corrupt_timestamps_are_reported_as_such(tmp_path, field, value):
     assert record["status"] == "failed" and record["frames_decoded"] == 1
     assert record["error"].startswith("timestamps unusable (frame rate read as ")
     assert record["error"].endswith("fps): 1 of the 264 frames the header states decoded")
+
+
+def test_clip_bytes_do_not_depend_on_the_worker_count(tmp_path):
+    inputs = tmp_path / "in"
+    for i in range(2):  # large enough for libx264 to split frames between threads
+        make_animation_video(inputs / f"v{i}.mp4", [ShotSpec(3.2, speed=0.6)], size=(256, 144), seed=i)
+    clips = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"workers{workers}"
+        assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--workers", workers,
+                                                   "--no-progress"]) == 0  # fmt: skip
+        clips[workers] = {p.name: p.read_bytes() for p in (out / "clips").iterdir()}
+    assert len(clips["1"]) == 2
+    assert clips["1"] == clips["2"]

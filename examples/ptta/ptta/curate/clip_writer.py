@@ -23,6 +23,13 @@ from ptta.curate.clips import TIMESTAMP_TOLERANCE
 from ptta.curate.frames import cover_crop
 from ptta.video_io import write_decoded_video
 
+# The encoder's threads, the same for every clip whatever the worker count or the machine: libx264
+# (like most encoders) splits its work by thread count, so the bytes of a clip depend on it (44-54 dB
+# apart), and a folder resumed with another --workers would mix clips encoded differently. Two
+# threads are what FFmpeg chose on a 2-core machine; a single worker on a bigger one encodes slower
+# than with FFmpeg's one thread per core, where --workers puts the cores to use instead.
+ENCODER_THREADS = 2
+
 if TYPE_CHECKING:  # typing.Self is Python 3.11+; the package supports 3.10
     from typing_extensions import Self
 
@@ -32,8 +39,7 @@ class ClipWriteError(Exception):
 
 
 def encode_clip(out_dir: Path, clip_id: str, frames: list[tuple[float, av.VideoFrame]], times: np.ndarray,
-                fps: float, out_size: tuple[int, int] | None, encoder: str, options: dict[str, str],
-                threads: int = 0) -> str:
+                fps: float, out_size: tuple[int, int] | None, encoder: str, options: dict[str, str]) -> str:
     """Encode the frames shown at `times` (resampled to `fps`, resized if asked); return the relative path."""
     source_times = np.array([t for t, _ in frames])
     # For each output time, the latest source frame shown at that moment. Without the tolerance, a
@@ -48,7 +54,7 @@ def encode_clip(out_dir: Path, clip_id: str, frames: list[tuple[float, av.VideoF
     final = out_dir / "clips" / f"{clip_id}.mp4"
     partial = final.with_name(f"{clip_id}.partial.mp4")  # renamed only once complete
     try:
-        write_decoded_video(partial, chosen, fps=fps, encoder=encoder, options=options, threads=threads)
+        write_decoded_video(partial, chosen, fps=fps, encoder=encoder, options=options, threads=ENCODER_THREADS)
     except BaseException:
         partial.unlink(missing_ok=True)  # a failed video's record stays, so no rerun would clean it
         raise
@@ -62,10 +68,9 @@ class BackgroundClipWriter:
     The frames handed over must no longer be used by the caller: the encoder re-times them.
     """
 
-    def __init__(self, out_dir: Path, out_size: tuple[int, int] | None, encoder: str, options: dict[str, str],
-                 threads: int = 0):
+    def __init__(self, out_dir: Path, out_size: tuple[int, int] | None, encoder: str, options: dict[str, str]):
         self._out_dir = out_dir
-        self._options = {"out_size": out_size, "encoder": encoder, "options": options, "threads": threads}
+        self._options = {"out_size": out_size, "encoder": encoder, "options": options}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="clip-writer")
         self._in_flight: tuple[dict, Future] | None = None
 

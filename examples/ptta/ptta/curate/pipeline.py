@@ -122,9 +122,10 @@ def _start_worker(settings: CurateSettings, out_dir: Path, threads: int | None, 
 
 
 def threads_per_worker(workers: int) -> int:
-    """Each worker's share of the cores for OpenCV, the decoder and the encoder. Each would
-    otherwise start about one thread per core: with one worker per core, cores x cores threads
-    and as many decoder frame buffers, which for 4K video is gigabytes per worker."""
+    """Each worker's share of the cores for OpenCV and the decoder (the encoder's threads are fixed:
+    clip_writer.ENCODER_THREADS). Each would otherwise start about one thread per core: with one
+    worker per core, cores x cores threads and as many decoder frame buffers, which for 4K video is
+    gigabytes per worker."""
     return max(1, usable_cores() // workers)
 
 

@@ -80,8 +80,8 @@ class VideoCurator:
     """Holds one worker's scorer and the output folder; `run(path)` curates a video."""
 
     def __init__(self, settings: CurateSettings, out_dir: Path, scorer: AestheticScorer, codec_threads: int = 0):
-        """`codec_threads` caps the decoder's and the encoder's threads (0: FFmpeg's choice, about one
-        per core; workers sharing a machine each take their share)."""
+        """`codec_threads` caps the decoder's threads (0: FFmpeg's choice, about one per core; workers
+        sharing a machine each take their share). The encoder's are fixed (clip_writer.ENCODER_THREADS)."""
         self.settings = settings
         self.out_dir = out_dir
         self.scorer = scorer
@@ -100,7 +100,7 @@ class VideoCurator:
             with CurationSource(path, self.settings.max_pixels, warnings, self.codec_threads) as source:
                 info = source.info
                 writer = BackgroundClipWriter(self.out_dir, self.settings.out_size, self.settings.encoder,
-                                              self.settings.encoder_open_options(), self.codec_threads)
+                                              self.settings.encoder_open_options())
                 with writer:
                     frames_decoded, seconds = self._decode_and_cut(path, vid, source, clips, warnings, writer)
             error = whole_video_error(info, frames_decoded, seconds)
