@@ -50,6 +50,7 @@ class DemoSettings:
     sample_steps: int = 20
     model: str = "tiny"
     overwrite: bool = False
+    progress: bool = True  # the cache, train and sample progress bars (curation always runs without)
     # small sizes keep every stage to seconds on a CPU; all satisfy 4k+1 frames and multiples of 16
     curate_size: str = "160x96"
     frames: int = 17
@@ -82,7 +83,7 @@ def run_demo(settings: DemoSettings) -> Path:
     inputs = stage("make the animation set", _make_inputs, out / "inputs")
     stage("curate", _curate, inputs, out / "curated", settings)
     config = stage("cache", _cache, out, settings)
-    result = stage("train", _train, config)
+    result = stage("train", _train, config, settings)
     samples = stage("sample", _sample, out, config, result, settings)
     return write_summary_page(out, config, result, samples, timings, settings)
 
@@ -127,20 +128,21 @@ def _cache(out: Path, settings: DemoSettings):
     }
     config = config_from_dict(data, source=str(out / "train.yaml"), base_dir=str(out))
     save_config(config, out / "train.yaml")
-    build_cache(config)
+    build_cache(config, progress=settings.progress)
     return config
 
 
-def _train(config):
+def _train(config, settings: DemoSettings):
     from ptta.train.trainer import train
 
-    return train(config)
+    return train(config, progress=settings.progress)
 
 
 def _sample(out: Path, config, result, settings: DemoSettings) -> dict[str, list[Path]]:
 
     common = {"model": config.model_spec(), "seeds": settings.seeds, "steps": settings.sample_steps,
-              "height": settings.height, "width": settings.width, "frames": settings.frames, "fps": 12}
+              "height": settings.height, "width": settings.width, "frames": settings.frames, "fps": 12,
+              "progress": settings.progress}
     return {
         "adapter": generate_videos(settings.prompts, out / "samples" / "adapter", adapter=result.adapter_dir, **common),
         "base": generate_videos(settings.prompts, out / "samples" / "base", **common),

@@ -9,6 +9,10 @@ Nothing is ever downloaded: every load passes local_files_only.
 Component dtypes on a GPU follow HunyuanVideo's reference setup: transformer bf16, VAE fp16, and
 the text encoders bf16 wherever prompts are encoded (cache, validation, sampling), so training and
 sampling condition the transformer on the same embeddings. On a CPU everything runs in fp32.
+
+Loading is quiet: diffusers' and transformers' own "Loading pipeline components" / "Loading
+weights" bars are switched off (the commands keep their own progress bars), and the dtype goes
+by the keyword the installed diffusers reads (`dtype`; `torch_dtype` before it was renamed).
 """
 
 from __future__ import annotations
@@ -125,12 +129,33 @@ def prompt_template(model_dir: Path) -> dict:
     return dict(DEFAULT_PROMPT_TEMPLATE)
 
 
+def quiet_library_progress() -> None:
+    """Switch off diffusers' and transformers' loading bars ("Loading pipeline components",
+    "Loading weights"): drawn with cursor escapes they fill logs with kilobytes of noise, and say
+    nothing our own progress bars and log lines do not."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+def dtype_keyword(dtype) -> dict:
+    """{"dtype": dtype} for a diffusers that reads it, {"torch_dtype": dtype} for one from before the
+    rename (which would ignore `dtype`); passing torch_dtype to a newer one warns on every load."""
+    from diffusers import utils
+
+    # _resolve_dtype is the helper that came with the `dtype` keyword and maps torch_dtype onto it
+    return {"dtype": dtype} if hasattr(utils, "_resolve_dtype") else {"torch_dtype": dtype}
+
+
 def load_transformer(model_dir: Path, dtype):
     """The HunyuanVideo transformer alone (what training needs once latents and text are cached)."""
     from diffusers import HunyuanVideoTransformer3DModel
 
+    quiet_library_progress()
     return HunyuanVideoTransformer3DModel.from_pretrained(
-        model_dir, subfolder="transformer", torch_dtype=dtype, local_files_only=True
+        model_dir, subfolder="transformer", local_files_only=True, **dtype_keyword(dtype)
     )
 
 
@@ -139,11 +164,12 @@ def load_pipeline(model_dir: Path, dtype, vae_dtype=None, **components):
     `components` replace parts (None skips loading one)."""
     from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoPipeline
 
+    quiet_library_progress()
     if vae_dtype is not None and "vae" not in components:
         # loaded on its own, so its weights are cast once from the checkpoint, not via `dtype`
-        components["vae"] = AutoencoderKLHunyuanVideo.from_pretrained(model_dir, subfolder="vae", torch_dtype=vae_dtype,
-                                                                      local_files_only=True)
-    return HunyuanVideoPipeline.from_pretrained(model_dir, torch_dtype=dtype, local_files_only=True, **components)
+        components["vae"] = AutoencoderKLHunyuanVideo.from_pretrained(model_dir, subfolder="vae", local_files_only=True,
+                                                                      **dtype_keyword(vae_dtype))
+    return HunyuanVideoPipeline.from_pretrained(model_dir, local_files_only=True, **dtype_keyword(dtype), **components)
 
 
 def text_encoder_dtype(device):
