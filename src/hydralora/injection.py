@@ -60,10 +60,21 @@ def _peft_layer_owners(model: nn.Module) -> dict[int, str]:
     return owners
 
 
-def _is_target(name: str, parent: nn.Module, module: nn.Module, config: HydraConfig) -> bool:
+ALL_LINEAR = "all-linear"
+
+
+def _is_target(name: str, parent: nn.Module, module: nn.Module, config: HydraConfig,
+               skip: frozenset[int] = frozenset()) -> bool:
+    """Whether `config` selects `module` (found as `name` under `parent`); `skip` holds the ids
+    "all-linear" leaves out besides its per-module rules (`_all_linear_skips`)."""
     if name_matches(name, config.exclude_modules):
         return False
-    if config.target_modules == "all-linear":
+    if config.target_modules == ALL_LINEAR:
+        if id(module) in skip:
+            return False
+        # as PEFT: transformers' Conv1D (GPT-2's linear layer) counts, and inject refuses it by name
+        if _is_conv1d(module):
+            return True
         # nn.MultiheadAttention reads out_proj.weight itself instead of calling out_proj (as PEFT notes);
         # a Linear subclass with its own forward (quantized, custom) would be bypassed by the adapter
         return (isinstance(module, nn.Linear) and not isinstance(parent, nn.MultiheadAttention)
@@ -71,51 +82,179 @@ def _is_target(name: str, parent: nn.Module, module: nn.Module, config: HydraCon
     return name_matches(name, config.target_modules)
 
 
+
+def _output_embedding(model: nn.Module) -> nn.Module | None:
+    """The output layer PEFT's "all-linear" leaves out: `get_output_embeddings()` of a transformers
+    model (Llama's lm_head); None for any other model (diffusers', plain modules), as in PEFT."""
+    modeling = sys.modules.get("transformers.modeling_utils")  # not imported: cannot be such a model
+    if modeling is None or not isinstance(model, modeling.PreTrainedModel):
+        return None
+    try:
+        output = model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    return output if isinstance(output, nn.Module) else None
+
+
+def _all_linear_skips(model: nn.Module, config: HydraConfig) -> frozenset[int]:
+    if config.target_modules != ALL_LINEAR:
+        return frozenset()
+    output = _output_embedding(model)
+    return frozenset() if output is None else frozenset({id(output)})
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    """transformers' Conv1D: GPT-2's linear layer, its weight stored (in, out), transposed to nn.Linear's."""
+    pytorch_utils = sys.modules.get("transformers.pytorch_utils")
+    return pytorch_utils is not None and isinstance(module, pytorch_utils.Conv1D)
+
+
+def _target_slots(model: nn.Module, config: HydraConfig,
+                  slots: list[tuple[str, nn.Module, str, nn.Module]] | None = None
+                  ) -> list[tuple[str, nn.Module, str, nn.Module]]:
+    """The (name, parent, attribute, child) edges `config` selects, before any check of what they are."""
+    skip = _all_linear_skips(model, config)
+    slots = list(_child_slots(model)) if slots is None else slots
+    return [slot for slot in slots if _is_target(slot[0], slot[1], slot[3], config, skip)]
+
+
+def _some(items: list[str], limit: int = 3, sep: str = ", ") -> str:
+    """'a, b, c' or 'a, b, c and 21 more': long lists summarised, so an error stays a few lines."""
+    if len(items) <= limit:
+        return sep.join(items)
+    return f"{sep.join(items[:limit])} and {len(items) - limit} more"
+
+
+def _short_name(name: str) -> str:
+    """What a name-suffix pattern would use: the last part, with its parent when it is an index (to_out.0)."""
+    parts = name.split(".")
+    return ".".join(parts[-2:]) if parts[-1].isdigit() and len(parts) > 1 else parts[-1]
+
+
+def _pattern_text(pattern: list[str] | str | None, limit: int = 4) -> str:
+    if isinstance(pattern, list) and len(pattern) > limit:
+        shown = ", ".join(repr(p) for p in pattern[: limit - 1])
+        return f"[{shown}, ... {len(pattern)} names]"
+    text = repr(pattern)
+    return text if len(text) <= 160 else text[:150] + "...'"
+
+
+def describe_targets(config: HydraConfig) -> str:
+    """"target_modules=... (exclude_modules=...)", long pattern lists summarised."""
+    text = f"target_modules={_pattern_text(config.target_modules)}"
+    if config.exclude_modules is not None:
+        text += f" (exclude_modules={_pattern_text(config.exclude_modules)})"
+    return text
+
+
+def _nothing_matched(model: nn.Module, config: HydraConfig) -> str:
+    """The patterns, and the model's Linear names (all of a few; else a count, two, and their short names)."""
+    modules = list(model.named_modules(remove_duplicate=False))
+    linears = [name for name, child in modules if isinstance(child, nn.Linear)]
+    conv1d = [name for name, child in modules if _is_conv1d(child)]
+    model_name = type(model).__name__
+    if not linears:
+        has = "the model has no nn.Linear"
+    elif len(linears) <= 8:
+        has = f"this {model_name} has {len(linears)} nn.Linear: {', '.join(linears)}"
+    else:
+        leaves = list(dict.fromkeys(_short_name(name) for name in linears))
+        has = (f"this {model_name} has {len(linears)} nn.Linear, e.g. {_some(linears, 2)}; "
+               f"named {_some(leaves, 10)}")
+    output = _output_embedding(model)
+    if config.target_modules == ALL_LINEAR and isinstance(output, nn.Linear):
+        has += "; all-linear leaves out the output layer, as PEFT does"
+    if conv1d:
+        has += f"; its {len(conv1d)} transformers Conv1D layers cannot take a HydraLoRA adapter"
+    return f"{describe_targets(config)} matched no nn.Linear: {has}"
+
+
+def _problems(model: nn.Module, config: HydraConfig,
+              matched: list[tuple[str, nn.Module, str, nn.Module]]) -> str | None:
+    """The first kind of match that cannot take an adapter, all its matches counted; None if none."""
+    peft_owners = _peft_layer_owners(model)
+    kinds: dict[str, list[str]] = {"peft": [], "conv1d": [], "other": [], "mha": [], "forward": []}
+    owner = None
+    for name, parent, _, child in matched:
+        if id(child) in peft_owners:
+            owner = owner or peft_owners[id(child)]
+            kinds["peft"].append(repr(name))
+        elif _is_conv1d(child):
+            kinds["conv1d"].append(name)
+        elif not isinstance(child, nn.Linear):
+            kinds["other"].append(f"{name!r}, a {type(child).__name__}")
+        elif isinstance(parent, nn.MultiheadAttention):
+            kinds["mha"].append(repr(name))
+        elif overrides_linear_forward(child):
+            kinds["forward"].append(f"{name!r} is a {type(child).__module__}.{type(child).__qualname__}")
+    targets = describe_targets(config)
+    if kinds["peft"]:
+        return (
+            f"{targets} matched {_some(kinds['peft'])}, part of the PEFT adapter layer {owner!r}: HydraLoRA does not "
+            f"stack on PEFT adapters; merge them into the base first (model.merge_and_unload(), or pipe.fuse_lora() "
+            f"then pipe.unload_lora_weights()), or exclude them with exclude_modules"
+        )
+    if kinds["conv1d"]:
+        found = kinds["conv1d"]
+        return (
+            f"{targets} matched {len(found)} transformers Conv1D layer{'s' if len(found) != 1 else ''} of this "
+            f"{type(model).__name__} ({_some(found, 2)}): HydraLoRA adapts nn.Linear only, and Conv1D (GPT-2's "
+            f"linear layer, weight stored transposed) is not supported; use PEFT for this model, or leave them out "
+            f"with exclude_modules and name nn.Linear targets"
+        )
+    if kinds["other"]:
+        count = f"{len(kinds['other'])} modules that are not nn.Linear: " if len(kinds["other"]) > 1 else ""
+        return (
+            f"{targets} matched {count}{_some(kinds['other'], sep='; ')}: only nn.Linear can take a HydraLoRA "
+            f"adapter; narrow target_modules to the Linear names inside, or exclude them with exclude_modules"
+        )
+    if kinds["mha"]:
+        return (
+            f"{_some(kinds['mha'])} belongs to an nn.MultiheadAttention, which uses out_proj.weight directly and never "
+            f"calls the module, so an adapter there would be ignored; exclude it with exclude_modules"
+        )
+    if kinds["forward"]:
+        return (
+            f"{_some(kinds['forward'], 2)}, an nn.Linear subclass with its own forward (quantized or custom), which a "
+            f"HydraLinear would bypass; exclude it with exclude_modules"
+        )
+    return None
+
+
 def inject(model: nn.Module, config: HydraConfig) -> nn.Module:
     """Replace the matching nn.Linear modules of `model` by HydraLinear, in place; return `model`.
 
     Every parameter outside the adapters is frozen. A Linear reachable under several names gets
-    one adapter, placed at each of them. Errors: nothing matched (the message lists candidates), a
-    match that is not nn.Linear, or a model that already has adapters.
+    one adapter, placed at each of them. "all-linear" selects the modules PEFT's does: every
+    nn.Linear but a transformers model's output layer (`get_output_embeddings()`, Llama's lm_head),
+    and warns when that is a single module. Errors, each naming the patterns and summarising long
+    lists: nothing matched (with the model's Linear names), a match that is not nn.Linear (a
+    transformers Conv1D is refused by name), or a model that already has adapters.
     """
     if isinstance(model, HydraLinear) or any(True for _ in hydra_layers(model)):
         raise HydraInjectionError("the model already has HydraLoRA adapters: call hydralora.unload(model) first")
     if isinstance(model, nn.Linear):
         raise HydraInjectionError("cannot replace the root module itself: wrap the nn.Linear in a container")
     slots = list(_child_slots(model))
-    peft_owners = _peft_layer_owners(model)
-    selected: dict[int, nn.Module] = {}
-    for name, parent, _, child in slots:
-        if not _is_target(name, parent, child, config):
-            continue
-        if id(child) in peft_owners:
-            raise HydraInjectionError(
-                f"target pattern matched {name!r}, part of the PEFT adapter layer {peft_owners[id(child)]!r}: "
-                f"HydraLoRA does not stack on PEFT adapters; merge them into the base first (model.merge_and_unload(), "
-                f"or pipe.fuse_lora() then pipe.unload_lora_weights()), or exclude it with exclude_modules"
-            )
-        if not isinstance(child, nn.Linear):
-            raise HydraInjectionError(
-                f"target pattern matched {name!r}, a {type(child).__name__}: only nn.Linear can take a HydraLoRA "
-                f"adapter; narrow target_modules to the Linear names inside it, or exclude it with exclude_modules"
-            )
-        if isinstance(parent, nn.MultiheadAttention):
-            raise HydraInjectionError(
-                f"{name!r} belongs to an nn.MultiheadAttention, which uses out_proj.weight directly and never calls "
-                f"the module, so an adapter there would be ignored; exclude it with exclude_modules"
-            )
-        if overrides_linear_forward(child):
-            raise HydraInjectionError(
-                f"{name!r} is a {type(child).__module__}.{type(child).__qualname__}, an nn.Linear subclass with its "
-                f"own forward (quantized or custom), which a HydraLinear would bypass; exclude it with exclude_modules"
-            )
-        selected[id(child)] = child
+    matched = _target_slots(model, config, slots)
+    problem = _problems(model, config, matched)
+    if problem is not None:
+        raise HydraInjectionError(problem)
+    selected: dict[int, nn.Module] = {id(child): child for _, _, _, child in matched}
     if not selected:
-        candidates = [name for name, _, _, child in slots if isinstance(child, nn.Linear)]
-        shown = ", ".join(candidates[:30]) + (" ..." if len(candidates) > 30 else "")
-        raise HydraInjectionError(
-            f"target_modules={config.target_modules!r} (exclude_modules={config.exclude_modules!r}) matched no "
-            f"nn.Linear; candidates: {shown or 'none: the model has no nn.Linear'}"
+        raise HydraInjectionError(_nothing_matched(model, config))
+    if config.target_modules == ALL_LINEAR and len(selected) == 1:
+        name = matched[0][0]
+        left_out = list(dict.fromkeys(
+            repr(n) for n, _, _, child in slots if isinstance(child, nn.Linear) and id(child) not in selected
+        ))
+        why = (f"; it left out {_some(left_out, 2)} (the output layer, nn.MultiheadAttention internals, Linear "
+               f"subclasses with their own forward, exclude_modules)") if left_out else ""
+        warnings.warn(
+            f"target_modules='all-linear' found a single module in this {type(model).__name__}: {name!r}{why}. "
+            f"Is this the model meant to be adapted? Name the target explicitly to make it deliberate",
+            UserWarning,
+            stacklevel=2,
         )
     for parameter in model.parameters():
         parameter.requires_grad_(False)

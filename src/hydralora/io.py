@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as serialize_safetensors
 
 from hydralora.config import CONFIG_NAME, HydraConfig
-from hydralora.injection import HydraInjectionError, _child_slots, _is_target, hydra_layers, inject
+from hydralora.injection import HydraInjectionError, _target_slots, describe_targets, hydra_layers, inject
 from hydralora.layer import HydraLinear
 
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -191,9 +191,8 @@ def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
         expected_shapes = _shapes_after_inject(model, config)
         if not expected_shapes:
             raise AdapterLoadError(
-                f"{directory / CONFIG_NAME}: the adapter was made for another model: its target_modules="
-                f"{config.target_modules!r} (exclude_modules={config.exclude_modules!r}) match no nn.Linear of "
-                f"this {type(model).__name__}"
+                f"{directory / CONFIG_NAME}: the adapter was made for another model: its "
+                f"{describe_targets(config)} match no nn.Linear of this {type(model).__name__}"
             )
         _check_fits(state, expected_shapes, str(weights_path))
         # raises before it changes anything when a target cannot take an adapter
@@ -208,11 +207,7 @@ def _shapes_after_inject(model: nn.Module, config: HydraConfig) -> dict[str, tup
     Each adapter is built around a meta-device Linear of the same size: the real class gives the
     names and shapes, and nothing is allocated.
     """
-    targets = {
-        id(child)
-        for name, parent, _, child in _child_slots(model)
-        if isinstance(child, nn.Linear) and _is_target(name, parent, child, config)
-    }
+    targets = {id(child) for _, _, _, child in _target_slots(model, config) if isinstance(child, nn.Linear)}
     shapes = {}
     # a Linear held in several places is named, as hydra_layers will name its adapter, where named_modules meets it first
     for name, module in model.named_modules():
