@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib import metadata
 
 # sub-command -> (module, one-line help), in pipeline order: each stage folder has its command.py
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,8 +25,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def versions() -> str:
+    """ptta's and hydralora's installed versions, from their metadata (importing hydralora loads torch)."""
+    found = []
+    for name in ("ptta", "hydralora"):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return ", ".join(found)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ptta", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=versions(),
+                        help="print ptta's and hydralora's versions and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ptta.cache.build import CacheError, build_cache, read_cache, skipped_clips
 from ptta.cache.manifest import ManifestError
@@ -17,10 +18,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
+def config_file(path: str) -> str:
+    """`path`, unless it is a folder: then a ConfigError that says so (load_config would call it missing)."""
+    if Path(path).is_dir():
+        raise ConfigError(f"--config {path}: is a directory; expected the training config YAML file")
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
 
     try:
-        config = load_config(args.config)
+        config = load_config(config_file(args.config))
         cache_dir = build_cache(config, overwrite=args.overwrite, device=args.device)
         clips = read_cache(cache_dir)
     except (ConfigError, CacheError, ManifestError, FileNotFoundError) as exc:

@@ -7,6 +7,7 @@ import os
 import sys
 
 from ptta.cache.build import CacheError
+from ptta.cache.command import config_file
 from ptta.config import ConfigError, load_config
 
 
@@ -22,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from ptta.train.trainer import TrainingDivergedError, end_distributed, train
 
     try:
-        config = load_config(args.config)
+        config = load_config(config_file(args.config))
         result = train(config, resume=args.resume, progress=not args.no_progress)
     except (ConfigError, CacheError, ResumeError, FileNotFoundError, TrainingDivergedError) as exc:
         print(f"ptta train: {exc}", file=sys.stderr)
