@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import os
 import platform
 import statistics
@@ -37,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from results_csv import append_rows, git_commit
+from results_csv import append_rows, environment
 
 from hydralora.functional import hydra_linear
 
@@ -46,7 +45,7 @@ PROVIDERS = ("base", "peft_lora", "naive_hydra", "torch_hydra", "triton_hydra", 
 MODES = ("fwd", "bwd", "fwd+bwd")
 MIXINGS = ("router", "router_lora", "per_layer")
 HUNYUAN_SHAPES = ("3072x3072", "3072x12288", "12288x3072")  # in_features x out_features
-COLUMNS = ("date", "commit", "device", "torch", "triton", "provider", "mode", "tokens", "in_features",
+COLUMNS = ("date", "commit", "device", "torch", "triton", "cuda", "provider", "mode", "tokens", "in_features",
            "out_features", "rank", "heads", "mixing", "dtype", "ms_median", "ms_p20", "ms_p80", "peak_mb", "saved_mb")
 
 
@@ -113,7 +112,7 @@ def build_layer(provider: str, in_features: int, out_features: int, rank: int, n
     return layer.to(device=device, dtype=dtype)
 
 
-def time_ms(fn, device: str, quick: bool, grad_to_none) -> tuple[float, float, float]:
+def time_ms(fn, device: str, quick: bool, grad_to_none, cpu_repeats: int | None = None) -> tuple[float, float, float]:
     """(median, 20%, 80%) of fn's run time in ms."""
     if device == "cuda":
         import triton.testing
@@ -122,7 +121,7 @@ def time_ms(fn, device: str, quick: bool, grad_to_none) -> tuple[float, float, f
         return tuple(triton.testing.do_bench(fn, quantiles=[0.5, 0.2, 0.8], rep=rep, grad_to_none=grad_to_none))
     fn()  # warm-up (and, under the interpreter, any first-call work)
     times = []
-    for _ in range(3 if quick else 10):
+    for _ in range(cpu_repeats or (3 if quick else 10)):
         for tensor in grad_to_none:
             tensor.grad = None
         start = time.perf_counter()
@@ -152,34 +151,29 @@ def memory_mb(layer: nn.Module, x: torch.Tensor, dy: torch.Tensor, device: str) 
 
 
 def measure(mode: str, layer: nn.Module, x: torch.Tensor, dy: torch.Tensor, device: str,
-            quick: bool) -> tuple[float, float, float]:
+            quick: bool, cpu_repeats: int | None = None) -> tuple[float, float, float]:
     trainable = [x, *(p for p in layer.parameters() if p.requires_grad)]
     if mode == "fwd":
-        return time_ms(lambda: layer(x), device, quick, trainable)
+        return time_ms(lambda: layer(x), device, quick, trainable, cpu_repeats)
     if mode == "bwd":
         y = layer(x)
-        return time_ms(lambda: y.backward(dy, retain_graph=True), device, quick, trainable)
-    return time_ms(lambda: layer(x).backward(dy), device, quick, trainable)
+        return time_ms(lambda: y.backward(dy, retain_graph=True), device, quick, trainable, cpu_repeats)
+    return time_ms(lambda: layer(x).backward(dy), device, quick, trainable, cpu_repeats)
 
 
-def environment(device: str) -> dict:
-    import triton
-
+def device_name(device: str) -> str:
     if device == "cuda":
-        device_name = torch.cuda.get_device_name()
-    else:
-        interpret = os.environ.get("TRITON_INTERPRET", "0")
-        device_name = f"cpu ({platform.processor() or platform.machine()}, TRITON_INTERPRET={interpret})"
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(), "device": device_name, "torch": torch.__version__, "triton": triton.__version__,
-    }
+        return torch.cuda.get_device_name()
+    interpret = os.environ.get("TRITON_INTERPRET", "0")
+    return f"cpu ({platform.processor() or platform.machine()}, TRITON_INTERPRET={interpret})"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions; on CPU also tiny shapes")
+    parser.add_argument("--cpu-repeats", type=int, default=None,
+                        help="CPU: timed runs per mode after one warm-up (default 3 with --quick, else 10)")
     parser.add_argument("--csv", type=Path, default=None, help=f"output CSV (default {RESULTS_CSV}, GPU only)")
     parser.add_argument("--providers", nargs="+", choices=PROVIDERS, default=list(PROVIDERS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
@@ -231,7 +225,7 @@ def bench_layer(args, env: dict, provider: str, in_features: int, out_features: 
         layer(x).backward(dy)  # compile and autotune before anything is measured
         peak_mb, saved_mb = memory_mb(layer, x, dy, args.device)
         for mode in args.modes:
-            median, p20, p80 = measure(mode, layer, x, dy, args.device, args.quick)
+            median, p20, p80 = measure(mode, layer, x, dy, args.device, args.quick, args.cpu_repeats)
             rows.append({
                 **env, "provider": provider, "mode": mode, "tokens": tokens, "in_features": in_features,
                 "out_features": out_features, "rank": args.rank, "heads": heads, "mixing": args.mixing,
@@ -255,7 +249,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         providers = [p for p in providers if not p.startswith("triton")]
         if dropped:
             print(f"skipping {dropped}: Triton on CPU needs TRITON_INTERPRET=1", file=sys.stderr)
-    env = environment(args.device)
+    env = environment(device_name(args.device))
     rows = []
     for shape in args.shapes:
         in_features, out_features = (int(n) for n in shape.split("x"))

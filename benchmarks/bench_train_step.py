@@ -2,7 +2,7 @@
 
 One step = forward, rectified-flow MSE, backward, AdamW update, exactly as `ptta train` runs it:
 frozen base transformer, adapters on every Linear of the dual- and single-stream blocks
-(ptta.train.config.DEFAULT_TARGET_MODULES), gradient checkpointing, bf16 autocast on the GPU.
+(ptta.config.DEFAULT_TARGET_MODULES), gradient checkpointing, bf16 autocast on the GPU.
 Providers:
     hydralora   hydralora.inject, N heads of rank r, per-token router (the paper's setting)
     peft_lora   peft.inject_adapter_in_model(LoraConfig(r, alpha=r)) on the same modules
@@ -14,6 +14,8 @@ the `memory_kind` column says which).
 
 GPU (targets: hydralora s/step <= 1.05 x peft_lora, peak <= peft_lora + 2%):
     python benchmarks/bench_train_step.py                  # 33 frames at 448x800, or the largest that fits
+    python benchmarks/bench_train_step.py --time-budget 200   # 9 frames, then the most frames predicted to
+                                                              # fit in the rest of 200 s (benchmarks/device_check.sh)
 CPU, tiny model (checks the harness; figures say nothing about the GPU):
     python benchmarks/bench_train_step.py --tiny --device cpu
 """
@@ -21,7 +23,6 @@ CPU, tiny model (checks the harness; figures say nothing about the GPU):
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import platform
 import resource
@@ -33,23 +34,26 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from results_csv import append_rows, git_commit
+from results_csv import append_rows, environment
 
 RESULTS_CSV = Path(__file__).parent / "results" / "train_step.csv"
 PROVIDERS = ("hydralora", "peft_lora")
-COLUMNS = ("date", "commit", "device", "torch", "model", "provider", "frames", "height", "width", "latent_tokens",
-           "text_tokens", "rank", "heads", "mixing", "dtype", "grad_ckpt", "steps", "s_per_step_median",
-           "s_per_step_min", "peak_gib", "memory_kind", "trainable_params", "note")
+COLUMNS = ("date", "commit", "device", "torch", "triton", "cuda", "model", "provider", "frames", "height", "width",
+           "latent_tokens", "text_tokens", "rank", "heads", "mixing", "dtype", "grad_ckpt", "steps",
+           "s_per_step_median", "s_per_step_min", "peak_gib", "memory_kind", "trainable_params", "note")
 # (frames, height, width) tried in order on the GPU until one fits for every provider
 FULL_SIZES = ((33, 448, 800), (17, 448, 800), (9, 448, 800), (9, 256, 448))
 TINY_SIZE = (9, 32, 48)
+# --time-budget: the first is always measured, then the largest predicted to fit in the time left
+BUDGET_SIZES = ((9, 448, 800), (17, 448, 800), (33, 448, 800))
+TINY_BUDGET_SIZES = ((5, 32, 48), (9, 32, 48))
 
 
 def build_transformer(tiny: bool, device: torch.device, dtype: torch.dtype):
     from diffusers import HunyuanVideoTransformer3DModel
 
     if tiny:
-        from ptta.train.tiny_model import make_tiny_pipeline
+        from ptta.models.tiny_hunyuan_video import make_tiny_pipeline
 
         return make_tiny_pipeline().transformer.to(device=device, dtype=dtype)
     previous = torch.get_default_dtype()
@@ -62,7 +66,7 @@ def build_transformer(tiny: bool, device: torch.device, dtype: torch.dtype):
 
 
 def add_adapter(model, provider: str, rank: int, heads: int, mixing: str) -> None:
-    from ptta.train.config import DEFAULT_TARGET_MODULES
+    from ptta.config import DEFAULT_TARGET_MODULES
 
     if provider == "hydralora":
         import hydralora
@@ -162,6 +166,51 @@ def run_provider_isolated(provider: str, args, size) -> dict | None:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+def latent_positions(size: tuple[int, int, int]) -> int:
+    frames, height, width = size
+    return ((frames - 1) // 4 + 1) * (height // 8) * (width // 8)
+
+
+def predicted_seconds(measured: list[tuple[dict, float]], size: tuple[int, int, int], args) -> float:
+    """Wall time of measuring every provider at `size`, from (row, wall seconds) measured at a smaller
+    size: the timed steps scale with the latent length to the power 1.3 (attention grows faster than
+    the linears), the rest (start, model build, autotuning) stays; 20% margin."""
+    total = 0.0
+    for row, wall in measured:
+        steps = (args.warmup + args.steps) * float(row["s_per_step_median"])
+        ratio = latent_positions(size) / latent_positions((row["frames"], row["height"], row["width"]))
+        total += max(wall - steps, 0.0) + steps * ratio**1.3
+    return 1.2 * total
+
+
+def run_within_budget(args, providers: list[str], device: torch.device) -> None:
+    """Measure the smallest budget size, then the largest one predicted to fit in the time left
+    (falling back to smaller ones on out-of-memory); the note of each row says how it was chosen."""
+    deadline = time.monotonic() + args.time_budget
+    first, *larger = TINY_BUDGET_SIZES if args.tiny else BUDGET_SIZES
+    measured = []
+    for provider in providers:
+        started = time.monotonic()
+        row = run_provider_isolated(provider, args, first)
+        if row is None:
+            raise SystemExit(f"out of memory at the smallest budget size {first}")
+        measured.append((row, time.monotonic() - started))
+    budget_note = f"time budget {args.time_budget:.0f} s"
+    write_rows([row for row, _ in measured], args, device, f"{budget_note}: smallest size")
+    left = deadline - time.monotonic()
+    predictions = {size: predicted_seconds(measured, size, args) for size in larger}
+    for size, seconds in predictions.items():
+        print(f"{'x'.join(map(str, size))}: predicted {seconds:.0f} s, {left:.0f} s left", file=sys.stderr)
+    for size in sorted((s for s in larger if predictions[s] <= left), key=latent_positions, reverse=True):
+        rows = [run_provider_isolated(p, args, size) for p in providers]
+        if all(rows):
+            write_rows(rows, args, device, f"{budget_note}: largest predicted to fit "
+                                           f"({predictions[size]:.0f} s of {left:.0f} s left)")
+            return
+        print(f"out of memory at {size}; trying a smaller size", file=sys.stderr)
+    print(f"no larger size fits in the {left:.0f} s left", file=sys.stderr)
+
+
 def _forwarded_arguments(args) -> list[str]:
     forwarded = ["--device", args.device, "--rank", str(args.rank), "--heads", str(args.heads), "--mixing", args.mixing,
                  "--steps", str(args.steps), "--warmup", str(args.warmup), "--text-tokens", str(args.text_tokens),
@@ -190,8 +239,14 @@ def main() -> None:
     parser.add_argument("--no-grad-ckpt", dest="grad_ckpt", action="store_false")
     parser.add_argument("--csv", default=str(RESULTS_CSV))
     parser.add_argument("--note", default="")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="measure the smallest of " + ", ".join("x".join(map(str, s)) for s in BUDGET_SIZES)
+                        + " (tiny: " + ", ".join("x".join(map(str, s)) for s in TINY_BUDGET_SIZES) + "), then the"
+                        " largest predicted to fit in the rest of SECONDS; rows for both")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.time_budget is not None and args.size:
+        parser.error("--time-budget chooses the sizes itself: give it or --size, not both")
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
 
@@ -200,8 +255,11 @@ def main() -> None:
         print(json.dumps(measure(args.child, args, size, device, dtype)))
         return
 
-    sizes = [tuple(int(v) for v in args.size.split("x"))] if args.size else ([TINY_SIZE] if args.tiny else FULL_SIZES)
     providers = args.providers.split(",")
+    if args.time_budget is not None:
+        run_within_budget(args, providers, device)
+        return
+    sizes = [tuple(int(v) for v in args.size.split("x"))] if args.size else ([TINY_SIZE] if args.tiny else FULL_SIZES)
     for size in sizes:
         rows = [run_provider_isolated(p, args, size) for p in providers]
         if all(rows):
@@ -212,14 +270,13 @@ def main() -> None:
     write_rows(rows, args, device)
 
 
-def write_rows(rows: list[dict], args, device: torch.device) -> None:
+def write_rows(rows: list[dict], args, device: torch.device, note: str = "") -> None:
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
     else:
         device_name = f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
-    common = {"date": datetime.date.today().isoformat(), "commit": git_commit(), "device": device_name,
-              "torch": torch.__version__, "model": "tiny" if args.tiny else "hunyuanvideo-13b-random",
-              "note": args.note}
+    common = {**environment(device_name), "model": "tiny" if args.tiny else "hunyuanvideo-13b-random",
+              "note": "; ".join(n for n in (args.note, note) if n)}
     formatted = []
     for row in rows:
         row = {**row, **common}
