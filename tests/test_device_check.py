@@ -7,8 +7,8 @@ size) behaves. Timings here are the Triton interpreter's and mean nothing.
 from __future__ import annotations
 
 import csv
-import json
 import importlib.util
+import json
 import os
 import subprocess
 import sys
