@@ -34,6 +34,7 @@ from hydralora.io import (
     save_adapter,
 )
 from hydralora.layer import HeadCollapseWarning, HydraLinear, HydraMergeError
+from hydralora.lora_formats import read_lora
 
 __all__ = [
     "AdapterLoadError",
@@ -57,6 +58,7 @@ __all__ = [
     "load_adapter",
     "load_adapter_state_dict",
     "merge_adapter",
+    "read_lora",
     "save_adapter",
     "set_backend",
     "set_head_weights",
