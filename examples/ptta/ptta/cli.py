@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("ptta.cache.command", "cache VAE latents and text embeddings of the curated clips"),
     "train": ("ptta.train.command", "fine-tune HunyuanVideo with HydraLoRA (or LoRA) on the cache"),
     "sample": ("ptta.sample.command", "generate videos from prompts with a trained adapter"),
+    "export": ("ptta.export.command", "write an adapter as a LoRA file for diffusers, PEFT, ComfyUI, musubi-tuner"),
     "evaluate": ("ptta.evaluate.command", "score videos per method (VideoScore, weight-free metrics), Table 2"),
     "ablate": ("ptta.evaluate.ablate", "compare HydraLoRA head counts N by VideoScore (Table 1)"),
     "demo": ("ptta.demo.command", "curate, cache, train and sample a small animation set on the tiny model"),

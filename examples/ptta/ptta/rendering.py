@@ -25,8 +25,8 @@ ADAPTER_SUBDIR = "adapter"
 def load_sampling_pipeline(model_dir: Path, device, *, adapter=None, lora=None, head_weights=None, merge: bool = False,
                            flow_shift: float = DEFAULT_FLOW_SHIFT, vae_dtype: str = "auto", transformer=None):
     """Transformer and VAE on `device` (no text encoders: `render_video` takes embeddings), the
-    adapter or exported LoRA applied, the flow shift set. `transformer` replaces the model's own
-    (validation passes the one being trained)."""
+    adapter or LoRA applied (a file or PEFT folder in any `ptta export` format), the flow shift
+    set. `transformer` replaces the model's own (validation passes the one being trained)."""
     import hydralora
     import torch
 
@@ -47,10 +47,16 @@ def load_sampling_pipeline(model_dir: Path, device, *, adapter=None, lora=None, 
                                  f"at {adapter} has {num_heads} heads")
             hydralora.set_head_weights(pipe.transformer, torch.tensor(list(head_weights), dtype=torch.float32))
     elif lora is not None:
+        from ptta.models.hunyuan_video_lora import check_lora_fits, read_lora_file
+
         lora = Path(lora)
-        if not lora.is_file():
+        if not lora.exists():
             raise FileNotFoundError(f"--lora {lora}: no such file")
-        pipe.load_lora_weights(str(lora))
+        # any export format (original and kohya layouts split back to diffusers modules); what cannot
+        # be applied is an error, not a warning in a log
+        lora_file = read_lora_file(lora)
+        check_lora_fits(lora_file, pipe.transformer)
+        pipe.load_lora_weights(lora_file.diffusers_state_dict("transformer"))
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     if merge:

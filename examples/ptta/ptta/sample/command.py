@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny", help="diffusers HunyuanVideo directory, or 'tiny' (default)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--adapter", help="HydraLoRA adapter folder, or a `ptta train` output folder")
-    source.add_argument("--lora", help="LoRA file exported for diffusers (lora_diffusers.safetensors)")
+    source.add_argument("--lora", help="LoRA file (or PEFT folder) in any `ptta export` format: diffusers "
+                                       "(lora_diffusers.safetensors), peft, original (diffusion-pipe), kohya")
     parser.add_argument("--heads", help="head weights, e.g. 0.7,0.3,0,0 (replaces the adapter's mixing)")
     parser.add_argument("--merge", action="store_true",
                         help="fold the adapter into the base weights first (a little faster per step). Caution: "

@@ -65,8 +65,9 @@ def generate_videos(
     """Generate one video per (prompt, seed) and return the mp4 paths, prompt-major.
 
     model: a diffusers HunyuanVideo directory or "tiny". adapter: a HydraLoRA adapter folder
-    (or a `ptta train` output folder holding `adapter/`); lora: a LoRA file exported for diffusers
-    (`lora_diffusers.safetensors`); neither samples the base model. head_weights: one weight per
+    (or a `ptta train` output folder holding `adapter/`); lora: a LoRA file (or PEFT folder) in any
+    `ptta export` format (`lora_diffusers.safetensors` from training, `ptta export` files, diffusion-pipe
+    and musubi-tuner HunyuanVideo LoRAs); neither samples the base model. head_weights: one weight per
     head (e.g. [0.7, 0.3, 0, 0]) used in every layer instead of the adapter's mixing. merge: fold
     the adapter into the base weights first (per-layer mixing, or with head_weights); bf16 rounding
     of the merged weights makes the videos drift from the unmerged adapter's. vae_dtype: "auto"
@@ -133,10 +134,13 @@ def _check_adapter_files(adapter, lora, head_weights) -> Path | None:
                                  f"at {adapter} has {num_heads} heads")
         return folder
     if lora is not None:
+        from ptta.models.hunyuan_video_lora import read_lora_file
+
         lora = Path(lora)
-        if not lora.is_file():
+        if not lora.exists():
             raise FileNotFoundError(f"--lora {lora}: no such file")
-        return lora.parent
+        read_lora_file(lora)
+        return lora if lora.is_dir() else lora.parent
     return None
 
 
