@@ -86,12 +86,12 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, message):
 
 def test_wrong_head_count_and_missing_files_fail_before_prompts_are_encoded(trained, tiny_model_dir, tmp_path,
                                                                              monkeypatch):
-    from ptta.sample import generate
+    from ptta.models import text_encoders
 
     def encode_prompts_alone(*args):
         raise AssertionError("prompts were encoded before the adapter files were checked")
 
-    monkeypatch.setattr(generate, "encode_prompts_alone", encode_prompts_alone)
+    monkeypatch.setattr(text_encoders, "encode_prompts_alone", encode_prompts_alone)
     with pytest.raises(ValueError, match="have 2 entries; the adapter .* has 4 heads"):
         generate_videos(["p"], tmp_path, model=tiny_model_dir, adapter=trained.adapter_dir, head_weights=[1, 0],
                         progress=False, **SIZE)
@@ -170,3 +170,28 @@ def test_prompts_and_videos_follow_the_length_limit_and_fps_recorded_by_training
     (adapter / text_embeddings.TEXT_ENCODING_FILE).write_text("{}")
     with pytest.raises(ValueError, match="text_encoding.json: expected"):
         generate_videos(["p"], tmp_path / "broken", model=tiny_model_dir, adapter=adapter, progress=False, **SIZE)
+
+
+def test_an_adapter_trained_with_caption_heads_takes_each_prompts_head_weights_from_its_words(trained, tiny_model_dir,
+                                                                                             tmp_path):
+    from ptta.config import DEFAULT_HEAD_NAMES, DEFAULT_HEAD_TAGS
+    from ptta.train.heads import write_caption_heads
+
+    adapter = shutil.copytree(trained.adapter_dir, tmp_path / "adapter")
+    write_caption_heads(adapter, DEFAULT_HEAD_NAMES, DEFAULT_HEAD_TAGS)
+    prompts = ["a girl reads a book", "a quiet moment"]
+    generate_videos(prompts, tmp_path / "by-prompt", model=tiny_model_dir, adapter=adapter, gif=False,
+                    progress=False, **SIZE)
+    index = [json.loads(line) for line in (tmp_path / "by-prompt" / "samples.jsonl").read_text().splitlines()]
+    assert [(e["heads_from"], e["head_weights"]) for e in index] == [("prompt", [0.0, 0.5, 0.5, 0.0]),
+                                                                     ("prompt", [0.25, 0.25, 0.25, 0.25])]
+    generate_videos(prompts[:1], tmp_path / "given", model=tiny_model_dir, adapter=adapter, head_weights=[1, 0, 0, 0],
+                    gif=False, progress=False, **SIZE)
+    given = json.loads((tmp_path / "given" / "samples.jsonl").read_text())
+    assert (given["heads_from"], given["head_weights"]) == ("--heads", [1.0, 0.0, 0.0, 0.0])
+    # the fixture's heads differ (init_b_std 0.5), so the prompt's mix is not the --heads one
+    by_prompt = read_video(tmp_path / "by-prompt" / index[0]["video"])[0]
+    assert not np.array_equal(by_prompt, read_video(tmp_path / "given" / given["video"])[0])
+    with pytest.raises(ValueError, match="trained with caption heads.*--heads w1,...,wN --merge"):
+        generate_videos(prompts, tmp_path / "merged", model=tiny_model_dir, adapter=adapter, merge=True,
+                        progress=False, **SIZE)

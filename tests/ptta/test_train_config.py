@@ -144,7 +144,20 @@ def test_paper_recipe_holds_the_paper_hyper_parameters():
     data["model"] = "tiny"  # the recipe names a real model directory, absent here
     config = config_from_dict(data, source="train-paper.yaml", base_dir=str(configs))
     hydra = config.hydra_config()
-    assert (hydra.r, hydra.alpha, hydra.num_heads, hydra.mixing) == (32, 32, 4, "router")
+    # the paper's sub-task heads (male, female, object, background), supervised by caption words
+    assert (hydra.r, hydra.alpha, hydra.num_heads, hydra.mixing) == (32, 32, 4, "fixed")
+    assert config.heads.from_captions and config.heads.names == ["male", "female", "object", "background"]
     assert (config.optimizer.lr, config.optimizer.betas, config.optimizer.weight_decay) == (2e-5, [0.9, 0.99], 0.01)
     assert config.training.epochs == 2 and not config.training.fsdp
     assert (config.data.fps, config.vae_dtype, config.training.process_group_timeout_minutes) == (24, "auto", 120)
+
+
+def test_router_recipe_differs_from_the_paper_recipe_only_in_the_mixing():
+    configs = Path(__file__).resolve().parents[2] / "examples" / "ptta" / "configs"
+    paper, router = (yaml.safe_load((configs / name).read_text()) for name in ("train-paper.yaml", "train-router.yaml"))
+    config = config_from_dict({**router, "model": "tiny"}, source="train-router.yaml", base_dir=str(configs))
+    assert config.hydra_config().mixing == "router" and not config.heads.from_captions
+    for key in ("data", "optimizer", "training", "validation", "seed", "vae_dtype"):
+        assert paper[key] == router[key], key
+    assert {k: v for k, v in paper["adapter"].items() if k != "mixing"} == \
+        {k: v for k, v in router["adapter"].items() if k != "mixing"}

@@ -34,6 +34,20 @@ LOCK_FILE = ".ptta.lock"
 _PART_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
+def empty_folder(folder: str | Path) -> None:
+    """Delete everything in `folder` but its lock files (a run rebuilding a folder it holds:
+    removing the held lock file would let a second run lock a new file of the same name)."""
+    import shutil
+
+    for entry in Path(folder).iterdir():
+        if entry.name.startswith(".ptta") and entry.name.endswith(".lock"):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 class OutputFolderInUse(RuntimeError):
     """Another run holds the output folder (or the same part of it); the message says which."""
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from ptta.models.hunyuan_video import (
     resolve_vae_dtype,
     text_encoder_dtype,
 )
+from ptta.output_lock import empty_folder
 from ptta.tables import write_text_atomic
 from ptta.torch_runtime import resolve_device
 
@@ -203,7 +203,7 @@ def _prepare_cache_dir(cache_dir: Path, info: dict, overwrite: bool) -> None:
                              f"use another data.cache_dir or pass --overwrite to rebuild it")
         return
     if overwrite and cache_dir.exists():
-        shutil.rmtree(cache_dir)
+        empty_folder(cache_dir)
     (cache_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     write_text_atomic(info_path, json.dumps(info, indent=2))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from ptta.cache.build import CacheError, build_cache, read_cache, skipped_clips
 from ptta.cache.manifest import ManifestError
 from ptta.config import ConfigError, load_config
+from ptta.output_lock import OutputFolderInUse, output_lock
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,9 +30,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(config_file(args.config))
-        cache_dir = build_cache(config, overwrite=args.overwrite, device=args.device)
-        clips = read_cache(cache_dir)
-    except (ConfigError, CacheError, ManifestError, FileNotFoundError) as exc:
+        # one run at a time per cache folder: two would write the same shards
+        with output_lock(config.cache_path, "ptta cache"):
+            cache_dir = build_cache(config, overwrite=args.overwrite, device=args.device)
+            clips = read_cache(cache_dir)
+    except (ConfigError, CacheError, ManifestError, FileNotFoundError, OutputFolderInUse) as exc:
         print(f"ptta cache: {exc}", file=sys.stderr)
         return 2
     skipped = skipped_clips(cache_dir)

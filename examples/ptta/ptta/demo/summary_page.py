@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ptta.cache.build import read_cache, skipped_clips
 from ptta.tables import read_table
+from ptta.train.heads import HEADS_LOG_FILE
 from ptta.train.metrics import METRICS_FILE, read_metrics
 
 
@@ -42,6 +43,7 @@ def write_summary_page(out: Path, config, result, samples: dict[str, list[Path]]
             gifs = [p.with_suffix(".gif") for p in samples[kind] if p.name.startswith(f"{i:03d}-")]
             cells += "<td>" + "".join(f'<img src="{rel(g)}" alt="{kind} sample">' for g in gifs) + "</td>"
         sample_rows += f"<tr><td>{html.escape(prompt)}</td>{cells}</tr>"
+    heads_section = _heads_section(out, config, train_summary, samples, rel)
     params = train_summary["parameters"]
     sheet = curated / "report" / "selected.png"
     selected_sheet = f'<p>Selected clips:</p><img src="{rel(sheet)}" alt="selected clips">' if sheet.is_file() else ""
@@ -74,11 +76,45 @@ adapter: <a href="{rel(result.adapter_dir)}">{rel(result.adapter_dir)}</a>.</p>
 <img src="{rel(result.output_dir / 'loss_curve.png')}" alt="loss curve">
 <h2>Samples</h2>
 <table><tr><th>prompt</th><th>with the adapter</th><th>base model</th></tr>{sample_rows}</table>
+{heads_section}
 </body></html>
 """
     path = out / "summary.html"
     path.write_text(page)
     return path
+
+
+def _heads_section(out: Path, config, train_summary: dict, samples: dict[str, list[Path]], rel) -> str:
+    """Each head alone on the first prompt, how far apart their videos are, and the head report."""
+    from ptta.video_io import read_video
+
+    names = [name for name in config.heads.names if samples.get(f"head-{name}")]
+    if not names:
+        return ""
+    videos = {name: read_video(samples[f"head-{name}"][0])[0].astype("float32") for name in names}
+    rows = ""
+    for name in names:
+        others = [abs(videos[name] - videos[other]).mean() for other in names if other != name]
+        gif = samples[f"head-{name}"][0].with_suffix(".gif")
+        rows += (f"<tr><td>{html.escape(name)}</td><td><img src=\"{rel(gif)}\" alt=\"head {html.escape(name)}\"></td>"
+                 f"<td>{sum(others) / len(others):.2f}</td></tr>")
+    index = [json.loads(line) for line in (out / "samples" / "adapter" / "samples.jsonl").read_text().splitlines()]
+    used = "".join(f"<li>{html.escape(entry['prompt'])}: {html.escape(str(entry.get('heads_from') or 'the adapter'))}"
+                   f" {html.escape(str(entry.get('head_weights') or ''))}</li>" for entry in index)
+    report = train_summary.get("heads") or {}
+    verdict = ("<b>collapsed</b>: the heads are equal, steering them does nothing" if report.get("collapsed")
+               else "the heads differ")
+    return f"""<h2>Heads</h2>
+<p>Sub-task heads {html.escape(", ".join(config.heads.names))}, trained with head weights from each clip's
+caption ({'heads.from_captions' if config.heads.from_captions else html.escape(config.adapter.mixing) + ' mixing'}).
+Head report after training: {verdict}; mean relative distance between heads {_number(report.get('mean_distance'))},
+mean effective rank of the head stack {_number(report.get('mean_effective_rank'))} (1 = one head N times),
+{report.get('collapsed_layers', '?')} of {report.get('num_layers', '?')} layers collapsed
+(per checkpoint: <a href="{rel(config.output_path / HEADS_LOG_FILE)}">{HEADS_LOG_FILE}</a>).</p>
+<p>Head weights of the adapter samples above:</p><ul>{used}</ul>
+<p>The first prompt, same seed, each head alone (weight 1 on it, 0 on the others); the last column is the
+mean absolute pixel difference (0-255) to the other heads' videos.</p>
+<table><tr><th>head</th><th>sample</th><th>mean |difference|</th></tr>{rows}</table>"""
 
 
 def _number(value) -> str:

@@ -29,6 +29,7 @@ from ptta.evaluate.command import (
 )
 from ptta.evaluate.generation import MethodSpec
 from ptta.evaluate.protocol import ManifestError, read_videos
+from ptta.output_lock import OutputFolderInUse, output_lock
 from ptta.rendering import resolve_adapter_dir
 
 DEFAULT_HEADS = "2,4,8,12"
@@ -91,7 +92,6 @@ def train_adapter(train_config: Path, heads: int, output_dir: Path) -> Path:
 
 def adapters_per_heads(args: argparse.Namespace, heads: list[int]) -> dict[int, Path]:
     """N -> adapter folder, training the missing ones when --train-config is given."""
-
     folders = {n: Path(args.adapter_pattern.format(N=n, out=args.out)) for n in heads}
     missing = []
     for n, folder in folders.items():
@@ -110,7 +110,6 @@ def adapters_per_heads(args: argparse.Namespace, heads: list[int]) -> dict[int, 
 
 def collect_records(args: argparse.Namespace, heads: list[int]) -> tuple[list, list[str]]:
     """Records per N from --manifest, or sampled from one adapter per N; plus sampling-failure notes."""
-
     if (args.manifest is None) == (args.model is None):
         raise SystemExit("ptta ablate: give either --manifest (existing videos) or --model (sample per N)")
     if args.manifest is not None:
@@ -125,6 +124,15 @@ def collect_records(args: argparse.Namespace, heads: list[int]) -> tuple[list, l
 
 
 def run(args: argparse.Namespace) -> int:
+    # one run at a time per output folder: two would sample and score into the same files
+    try:
+        with output_lock(args.out, "ptta ablate"):
+            return _run(args)
+    except OutputFolderInUse as error:
+        raise SystemExit(f"ptta ablate: {error}") from error
+
+
+def _run(args: argparse.Namespace) -> int:
     from ptta.evaluate.scorers.base import ScorerError
 
     try:

@@ -34,6 +34,7 @@ from ptta.evaluate.protocol import (
     write_manifest,
 )
 from ptta.evaluate.store import STORE_NAME, ScoreStore
+from ptta.output_lock import OutputFolderInUse, output_lock
 from ptta.paper_prompts import PTTA_PROMPTS
 from ptta.sample.generate import generate_videos
 
@@ -229,6 +230,15 @@ def collect_records(args: argparse.Namespace,
 
 
 def run(args: argparse.Namespace) -> int:
+    # one run at a time per output folder: two would sample and score into the same files
+    try:
+        with output_lock(args.out, "ptta evaluate"):
+            return _run(args)
+    except OutputFolderInUse as error:
+        raise SystemExit(f"ptta evaluate: {error}") from error
+
+
+def _run(args: argparse.Namespace) -> int:
     from ptta.evaluate.scorers.base import ScorerError
 
     try:

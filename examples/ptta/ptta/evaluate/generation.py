@@ -23,7 +23,6 @@ STAGING_DIR = "_generating"
 @dataclass(frozen=True)
 class MethodSpec:
     """A method to sample: its name, and an adapter folder, an exported LoRA file, or neither (base)."""
-
     name: str
     weights: Path | None = None
 

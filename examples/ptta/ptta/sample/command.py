@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--adapter", help="HydraLoRA adapter folder, or a `ptta train` output folder")
     source.add_argument("--lora", help="LoRA file (or PEFT folder) in any `ptta export` format: diffusers "
                                        "(lora_diffusers.safetensors), peft, original (diffusion-pipe), kohya")
-    parser.add_argument("--heads", help="head weights, e.g. 0.7,0.3,0,0 (replaces the adapter's mixing)")
+    parser.add_argument("--heads", help="head weights, e.g. 0.7,0.3,0,0: replace the adapter's mixing, or for an "
+                        "adapter trained with caption heads, the weights each prompt's words give (the default)")
     parser.add_argument("--merge", action="store_true",
                         help="fold the adapter into the base weights first (a little faster per step). Caution: "
                              "on a GPU the base weights are bf16 (about 3 significant digits), so adding the small "

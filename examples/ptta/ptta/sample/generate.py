@@ -30,6 +30,7 @@ from ptta.rendering import (
 )
 from ptta.tables import jsonl_text, write_text_atomic
 from ptta.torch_runtime import resolve_device
+from ptta.train.heads import caption_head_weights, read_caption_heads
 
 # HunyuanVideo's frame rate: used for adapters that record no training fps (and for the base model)
 DEFAULT_FPS = 24.0
@@ -68,7 +69,9 @@ def generate_videos(
     (or a `ptta train` output folder holding `adapter/`); lora: a LoRA file (or PEFT folder) in any
     `ptta export` format (`lora_diffusers.safetensors` from training, `ptta export` files, diffusion-pipe
     and musubi-tuner HunyuanVideo LoRAs); neither samples the base model. head_weights: one weight per
-    head (e.g. [0.7, 0.3, 0, 0]) used in every layer instead of the adapter's mixing. merge: fold
+    head (e.g. [0.7, 0.3, 0, 0]) used in every layer instead of the adapter's mixing; without it, an
+    adapter trained with caption heads (its caption_heads.json) gets each prompt's weights from the
+    prompt's tag words, by the rule training used on captions. merge: fold
     the adapter into the base weights first (per-layer mixing, or with head_weights); bf16 rounding
     of the merged weights makes the videos drift from the unmerged adapter's. vae_dtype: "auto"
     (float16 on a GPU, float32 on a CPU) or a dtype name. max_sequence_length: Llama prompt tokens;
@@ -90,6 +93,10 @@ def generate_videos(
     _check_arguments(prompts, seeds, adapter, lora, head_weights, merge, steps, height, width, frames,
                      max_sequence_length, fps)
     trained_dir = _check_adapter_files(adapter, lora, head_weights)
+    caption_heads = read_caption_heads(trained_dir) if adapter is not None and head_weights is None else None
+    if caption_heads is not None and merge:
+        raise ValueError(f"the adapter at {adapter} was trained with caption heads, so each prompt sets its own head "
+                         f"weights; to merge, pin one mix with head weights (--heads w1,...,wN --merge)")
     model_dir = resolve_model_dir(model)
     device = resolve_device(device)
     if max_sequence_length is None:
@@ -105,6 +112,9 @@ def generate_videos(
     paths, index = [], []
     bar = tqdm(total=len(prompts) * len(seeds), desc="sample", unit="video", disable=not progress)
     for i, (prompt, (prompt_embeds, pooled)) in enumerate(zip(prompts, embeddings)):
+        weights, heads_from = _prompt_head_weights(pipe, prompt, head_weights, caption_heads)
+        if caption_heads is not None:
+            bar.write(f"[sample] prompt {i}: head weights {_rounded(weights)} from its words ({caption_heads[0]})")
         for seed in seeds:
             video = render_video(pipe, prompt_embeds, pooled, seed, steps, guidance, height, width, frames)
             stem = f"{i:03d}-{_slug(prompt)}-seed{seed}"
@@ -112,11 +122,32 @@ def generate_videos(
             if gif:
                 write_gif(out_dir / f"{stem}.gif", video, fps)
             paths.append(path)
-            index.append({"prompt_index": i, "prompt": prompt, "seed": seed, "video": path.name})
+            index.append({"prompt_index": i, "prompt": prompt, "seed": seed, "video": path.name,
+                          "head_weights": weights, "heads_from": heads_from})
             bar.update()
     bar.close()
     write_text_atomic(out_dir / SAMPLES_INDEX_FILE, jsonl_text(index))
     return paths
+
+
+def _prompt_head_weights(pipe, prompt: str, head_weights, caption_heads) -> tuple[list[float] | None, str | None]:
+    """The head weights a prompt is sampled with and where they come from; sets them on the pipe
+    when they come from the prompt's words (given weights were set once when the adapter loaded)."""
+    if head_weights is not None:
+        return [float(w) for w in head_weights], "--heads"
+    if caption_heads is None:
+        return None, None
+    import hydralora
+    import torch
+
+    names, tags = caption_heads
+    weights = caption_head_weights(prompt, names, tags)
+    hydralora.set_head_weights(pipe.transformer, torch.tensor(weights, dtype=torch.float32))
+    return weights, "prompt"
+
+
+def _rounded(weights: list[float]) -> list[float]:
+    return [round(w, 3) for w in weights]
 
 
 def _check_adapter_files(adapter, lora, head_weights) -> Path | None:

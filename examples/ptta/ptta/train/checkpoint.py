@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ptta.config import HeadsConfig
+from ptta.train.heads import log_head_report, write_caption_heads
+
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -50,9 +53,11 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def save_checkpoint(accelerator, model, optimizer, scheduler, state: dict, output_dir: Path, keep: int,
-                    max_sequence_length: int, fps: float) -> Path:
+                    max_sequence_length: int, fps: float, caption_heads: HeadsConfig | None = None) -> Path:
     """Write a checkpoint of step `state["step"]` from every process; returns its folder.
-    `max_sequence_length` (the cache's prompt length limit) and `fps` are recorded beside the adapter."""
+    `max_sequence_length` (the cache's prompt length limit) and `fps` are recorded beside the adapter,
+    and `caption_heads` (the heads config of a run trained with caption heads). The head report of
+    the step is appended to output_dir/heads.jsonl."""
     import hydralora
 
     from ptta.models.text_encoders import write_text_encoding
@@ -70,6 +75,9 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, state: dict, outpu
         if accelerator.is_main_process:
             hydralora.save_adapter(model, staging)
             write_text_encoding(staging, max_sequence_length, fps)
+            if caption_heads is not None:
+                write_caption_heads(staging, caption_heads.names, caption_heads.tags)
+            log_head_report(model, output_dir, state["step"])
     sharded = is_sharded(model)
     optimizer_state = optimizer_state_to_save(model, optimizer) if sharded else optimizer.state_dict()
     if accelerator.is_main_process:

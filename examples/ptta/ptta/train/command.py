@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import nullcontext
 
 from ptta.cache.build import CacheError
 from ptta.cache.command import config_file
 from ptta.config import ConfigError, load_config
+from ptta.output_lock import OutputFolderInUse, output_lock
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +26,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(config_file(args.config))
-        result = train(config, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, CacheError, ResumeError, FileNotFoundError, TrainingDivergedError) as exc:
+        # under torchrun the ranks of one run share the folder: the first holds it for all of them
+        lock = output_lock(config.output_path, "ptta train") if os.environ.get("RANK", "0") == "0" else nullcontext()
+        with lock:
+            result = train(config, resume=args.resume, progress=not args.no_progress)
+    except (ConfigError, CacheError, ResumeError, FileNotFoundError, TrainingDivergedError, OutputFolderInUse) as exc:
         print(f"ptta train: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -31,7 +31,7 @@ from ptta.cache.build import CACHE_INFO_FILE, read_cache
 from ptta.config import ConfigError, TrainConfig, save_config
 from ptta.models.hunyuan_video import load_transformer, resolve_model_dir
 from ptta.train.checkpoint import STATE_FILE, latest_checkpoint, list_checkpoints, load_checkpoint
-from ptta.train.heads import caption_head_weights
+from ptta.train.heads import caption_head_weights, head_summary, write_caption_heads
 from ptta.train.metrics import LOSS_CURVE_FILE, METRICS_FILE, MetricsLog, plot_loss_curve
 from ptta.train.validation import encode_validation_prompts, render_validation
 
@@ -176,7 +176,6 @@ def end_distributed() -> None:
 
 class _TrainingLoop:
     """The step loop: batches, loss, optimiser, logs, checkpoints, validation."""
-
     def __init__(self, config, accelerator, model, unwrapped, optimizer, scheduler, params, reader, clips,
                  model_dir, total_steps, progress):
         self.config, self.accelerator, self.model, self.unwrapped = config, accelerator, model, unwrapped
@@ -226,7 +225,8 @@ class _TrainingLoop:
                     snapshot = {**state, "world_size": world, "settings": resume_settings(config)}
                     last_checkpoint = save_checkpoint(acc, self.unwrapped, self.optimizer, self.scheduler, snapshot,
                                                       self.output_dir, t.keep_checkpoints,
-                                                      config.data.max_sequence_length, config.data.fps)
+                                                      config.data.max_sequence_length, config.data.fps,
+                                                      config.heads if config.heads.from_captions else None)
                 if config.validation.every and state["step"] % config.validation.every == 0:
                     self._validate(state["step"])
             if state["step_in_epoch"] >= len(groups):
@@ -326,6 +326,9 @@ def _finish(config: TrainConfig, accelerator, unwrapped, output_dir: Path, steps
         if accelerator.is_main_process:
             hydralora.save_adapter(unwrapped, adapter_dir)
             write_text_encoding(adapter_dir, config.data.max_sequence_length, config.data.fps)
+            if config.heads.from_captions:
+                write_caption_heads(adapter_dir, config.heads.names, config.heads.tags)
+            heads = head_summary(unwrapped)
             if lora_path is not None:
                 hydralora.export_lora(unwrapped, lora_path, format="diffusers", prefix="transformer")
                 write_text_encoding(lora_path.parent, config.data.max_sequence_length, config.data.fps)
@@ -334,7 +337,8 @@ def _finish(config: TrainConfig, accelerator, unwrapped, output_dir: Path, steps
                         title=f"{config.adapter.type} training loss")
         summary = {"steps": steps, "last_loss": last_loss, "adapter": str(adapter_dir),
                    "lora_diffusers": str(lora_path) if lora_path else None,
-                   "parameters": hydralora.count_parameters(unwrapped), "processes": accelerator.num_processes}
+                   "parameters": hydralora.count_parameters(unwrapped), "processes": accelerator.num_processes,
+                   "heads": heads}
         (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     accelerator.wait_for_everyone()
     return TrainResult(output_dir, adapter_dir, lora_path, steps, last_loss, unwrapped)
