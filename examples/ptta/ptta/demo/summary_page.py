@@ -92,12 +92,13 @@ def _heads_section(out: Path, config, train_summary: dict, samples: dict[str, li
     if not names:
         return ""
     videos = {name: read_video(samples[f"head-{name}"][0])[0].astype("float32") for name in names}
-    rows = ""
+    heads = "".join(f"<th>{html.escape(name)}</th>" for name in names)
+    gifs = "".join(f"<td><img src=\"{rel(samples[f'head-{name}'][0].with_suffix('.gif'))}\" "
+                   f"alt=\"head {html.escape(name)}\"></td>" for name in names)
+    differences = ""
     for name in names:
         others = [abs(videos[name] - videos[other]).mean() for other in names if other != name]
-        gif = samples[f"head-{name}"][0].with_suffix(".gif")
-        rows += (f"<tr><td>{html.escape(name)}</td><td><img src=\"{rel(gif)}\" alt=\"head {html.escape(name)}\"></td>"
-                 f"<td>{sum(others) / len(others):.2f}</td></tr>")
+        differences += f"<td>{sum(others) / len(others):.2f}</td>"
     index = [json.loads(line) for line in (out / "samples" / "adapter" / "samples.jsonl").read_text().splitlines()]
     used = "".join(f"<li>{html.escape(entry['prompt'])}: {html.escape(str(entry.get('heads_from') or 'the adapter'))}"
                    f" {html.escape(str(entry.get('head_weights') or ''))}</li>" for entry in index)
@@ -112,9 +113,9 @@ mean effective rank of the head stack {_number(report.get('mean_effective_rank')
 {report.get('collapsed_layers', '?')} of {report.get('num_layers', '?')} layers collapsed
 (per checkpoint: <a href="{rel(config.output_path / HEADS_LOG_FILE)}">{HEADS_LOG_FILE}</a>).</p>
 <p>Head weights of the adapter samples above:</p><ul>{used}</ul>
-<p>The first prompt, same seed, each head alone (weight 1 on it, 0 on the others); the last column is the
-mean absolute pixel difference (0-255) to the other heads' videos.</p>
-<table><tr><th>head</th><th>sample</th><th>mean |difference|</th></tr>{rows}</table>"""
+<p>The first prompt, same seed, each head alone (weight 1 on it, 0 on the others), side by side; the last
+row is the mean absolute pixel difference (0-255) of each head's video to the other heads' videos.</p>
+<table><tr><th></th>{heads}</tr><tr><th>sample</th>{gifs}</tr><tr><th>mean |difference|</th>{differences}</tr></table>"""
 
 
 def _number(value) -> str:
