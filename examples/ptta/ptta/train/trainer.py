@@ -9,7 +9,8 @@ repeats an uninterrupted one exactly.
 
 Output folder: config.yaml (the resolved config), metrics.jsonl, loss_curve.png, checkpoints/,
 adapter/ (the final adapter), lora_diffusers.safetensors (per-layer mixing only: the adapter
-collapsed to a plain LoRA for diffusers / ComfyUI), validation/step-N/ (optional samples) and
+collapsed to a plain LoRA for diffusers; `ptta export` writes the formats ComfyUI and others
+load), heads.jsonl (the head report per checkpoint), validation/step-N/ (optional samples) and
 train_summary.json. Every adapter (and the LoRA) gets a text_encoding.json beside it recording
 the cache's prompt length limit and frame rate, which `ptta sample` then encodes prompts with and
 writes videos at.
