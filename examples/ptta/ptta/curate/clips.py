@@ -49,6 +49,11 @@ class ClipCutter:
         self._shot = 0
         self._pending_cuts: list[int] = []
         self._cuts_applied: set[int] = set()  # a cut reported twice (detector and lost frames) counts once
+        self._shot_start: float | None = None  # time of the current shot's first frame
+        self._last_time: float | None = None
+        # Lengths (s) of the shots ended so far; after finish(), of every shot. They say why a video
+        # yields no clip (every shot shorter than the minimum).
+        self.shot_seconds: list[float] = []
 
     @property
     def oldest_needed(self) -> int:
@@ -59,6 +64,8 @@ class ClipCutter:
         if index != self._open_first + len(self._times):
             raise ValueError(f"frame indices must be consecutive: expected {self._open_first + len(self._times)}, got {index}")
         self._times.append(time)
+        self._shot_start = time if self._shot_start is None else self._shot_start
+        self._last_time = time
         self._pending_cuts = sorted({*self._pending_cuts, *cuts} - self._cuts_applied)
         return self._advance(confirmed=index - self._lag)
 
@@ -70,7 +77,15 @@ class ClipCutter:
         if self._times:
             end = self._times[-1] + self._frame_duration
             clips += self._close(last + 1, end)
+        if self._last_time is not None:
+            self._end_shot(self._last_time + self._frame_duration)
+            self._last_time = None
         return clips
+
+    def _end_shot(self, end: float) -> None:
+        """The current shot ends at `end` (the time of the next shot's first frame)."""
+        self.shot_seconds.append(round(end - self._shot_start, 6))
+        self._shot_start = end
 
     def _time(self, index: int) -> float:
         return self._times[index - self._open_first]
@@ -83,11 +98,13 @@ class ClipCutter:
                 cut = self._pending_cuts.pop(0)
                 self._cuts_applied.add(cut)
                 if cut == self._open_first and self._open_first > 0:
+                    self._end_shot(self._times[0])
                     self._shot += 1
             cut = self._pending_cuts[0] if self._pending_cuts else None
             full = self._max_length_end()
             if cut is not None and (full is None or cut <= full) and cut <= self._open_first + len(self._times) - 1:
                 self._cuts_applied.add(self._pending_cuts.pop(0))
+                self._end_shot(self._time(cut))
                 clips += self._close(cut, self._time(cut))
                 self._shot += 1
             elif full is not None and full <= confirmed:

@@ -95,6 +95,7 @@ class VideoCurator:
         self._remove_partial_outputs(vid)
         clips: list[dict] = []
         warnings: list[str] = []
+        shots: list[float] = []  # shot lengths (s)
         info, error, frames_decoded = None, None, 0
         try:
             with CurationSource(path, self.settings.max_pixels, warnings, self.codec_threads) as source:
@@ -102,7 +103,7 @@ class VideoCurator:
                 writer = BackgroundClipWriter(self.out_dir, self.settings.out_size, self.settings.encoder,
                                               self.settings.encoder_open_options())
                 with writer:
-                    frames_decoded, seconds = self._decode_and_cut(path, vid, source, clips, warnings, writer)
+                    frames_decoded, seconds = self._decode_and_cut(path, vid, source, clips, warnings, writer, shots)
             error = whole_video_error(info, frames_decoded, seconds)
         except InputError as reason:
             error = str(reason)
@@ -113,6 +114,8 @@ class VideoCurator:
         except Exception as reason:  # noqa: BLE001 - one broken video must not stop the run
             error = f"{type(reason).__name__} while curating: {reason}"
         record = video_record(path, vid, info, clips, error, warnings, frames_decoded, clock.perf_counter() - began)
+        # Why a video yields no clip (every shot shorter than --min-clip-seconds), for the report.
+        record.update(shots=len(shots), longest_shot_seconds=max(shots, default=None))
         write_video_record(self.out_dir, record)
         return record
 
@@ -125,8 +128,9 @@ class VideoCurator:
                     stale.unlink()
 
     def _decode_and_cut(self, path: Path, vid: str, source: CurationSource, clips: list[dict], warnings: list[str],
-                        writer: BackgroundClipWriter) -> tuple[int, float]:
-        """Returns (frames decoded, seconds decoded); clips and warnings are appended as found."""
+                        writer: BackgroundClipWriter, shots: list[float]) -> tuple[int, float]:
+        """Returns (frames decoded, seconds decoded); clips and warnings are appended as found, shot
+        lengths at the end."""
         info = source.info
         detector = make_shot_detector(self.settings, info.fps)
         cutter = ClipCutter(1.0 / info.fps, self.settings.min_clip_seconds, self.settings.max_clip_seconds,
@@ -161,6 +165,7 @@ class VideoCurator:
             return 0, 0.0
         for span in cutter.finish(detector.finish()):
             clips.append(self._finish_clip(vid, len(clips), path, info, span, buffer, flow, writer))
+        shots.extend(cutter.shot_seconds)
         if longest - shortest > 0.5 / info.fps:
             warnings.append(
                 f"variable frame rate (frame intervals {shortest * 1000:.1f}-{longest * 1000:.1f} ms): "
