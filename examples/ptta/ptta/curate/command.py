@@ -161,7 +161,7 @@ def _curate(args: argparse.Namespace, out_dir: Path, settings: CurateSettings, v
 
     from ptta.curate.caption import make_captioner
     from ptta.curate.caption_stage import caption_selected, clips_needing_captions
-    from ptta.curate.finalize import finalize
+    from ptta.curate.finalize import end_of_run_lines, finalize
     from ptta.curate.pipeline import check_settings, curate_videos, videos_to_curate
     from ptta.curate.probe import video_id
     from ptta.curate.records import read_video_records
@@ -197,8 +197,6 @@ def _curate(args: argparse.Namespace, out_dir: Path, settings: CurateSettings, v
         print(f"shard {args.shard_index}/{args.num_shards}: {len(records)} videos, {failed} failed; "
               f"when every shard is done: ptta curate-merge {out_dir} ...", file=sys.stderr)
     else:
-        summary = finalize([out_dir], out_dir)
-        print(f"{summary.line()}; manifest: {out_dir / 'manifest.jsonl'}; report: {out_dir / 'report.html'}", file=sys.stderr)
-        if summary.failed:
-            print(f"failures are listed in {out_dir / 'errors.log'}", file=sys.stderr)
+        for line in end_of_run_lines(finalize([out_dir], out_dir), out_dir):
+            print(line, file=sys.stderr)
     return min(failed, MAX_EXIT_STATUS)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ptta.curate.manifest import Summary, manifest_rows, summarize, write_errors_log, write_manifest
+from ptta.curate.outcomes import end_notes, video_outcomes
 from ptta.curate.pipeline import SETTINGS_FILE
 from ptta.curate.records import OUTPUT_FOLDERS, read_video_records, video_id_of_output
 from ptta.curate.report import write_report
@@ -31,8 +32,9 @@ def orphaned_outputs(run_dir: Path, video_ids: set[str]) -> list[Path]:
     return [path for path in files if video_id_of_output(path.name) not in video_ids]
 
 
-def finalize(run_dirs: list[Path], manifest_dir: Path) -> Summary:
-    """Write manifest.jsonl/.parquet, errors.log and report.html into manifest_dir.
+def finalize(run_dirs: list[Path], manifest_dir: Path, merged: bool = False) -> Summary:
+    """Write manifest.jsonl/.parquet, errors.log and report.html into manifest_dir; the summary's
+    notes say what to do next (`merged`: for `ptta curate-merge`, whose advice names it).
 
     All run folders must have been made with the same settings; a video curated in several of
     them (say, by overlapping shard runs) is counted once, from the first folder that has it.
@@ -56,6 +58,17 @@ def finalize(run_dirs: list[Path], manifest_dir: Path) -> Summary:
     rows = manifest_rows(records_by_dir, manifest_dir)
     write_manifest(rows, manifest_dir)
     write_errors_log(records, manifest_dir)
-    summary = dataclasses.replace(summarize(records), orphaned_files=orphans)
-    write_report(rows, summary, manifest_dir, settings[0].get("theta"))
+    summary = dataclasses.replace(summarize(records), orphaned_files=orphans,
+                                  notes=tuple(end_notes(records, settings[0], merged)))
+    write_report(rows, summary, video_outcomes(records, settings[0]), manifest_dir, settings[0].get("theta"))
     return summary
+
+
+def end_of_run_lines(summary: Summary, manifest_dir: Path) -> list[str]:
+    """What `ptta curate` and `ptta curate-merge` print last: the counts and where the manifest
+    and report are, the notes (no clip, no captions), where failures are listed."""
+    lines = [f"{summary.line()}; manifest: {manifest_dir / 'manifest.jsonl'}; report: {manifest_dir / 'report.html'}",
+             *summary.notes]
+    if summary.failed:
+        lines.append(f"failures are listed in {manifest_dir / 'errors.log'}")
+    return lines

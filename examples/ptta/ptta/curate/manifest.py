@@ -29,16 +29,23 @@ class Summary:
     captioned: int
     caption_failed: int = 0
     orphaned_files: int = 0  # in clips/ and thumbs/, of videos with no record
+    no_clip: int = 0  # videos curated without a failure of which no clip was selected
+    notes: tuple[str, ...] = ()  # printed after the line (outcomes.end_notes): why no clip, captions missing
 
     def line(self) -> str:
         failed_captions = f" ({self.caption_failed} failed: see errors.log)" if self.caption_failed else ""
         orphans = (f"; {self.orphaned_files} files in clips/ or thumbs/ belong to videos a killed run left "
                    "unfinished and no run curated again (not in the manifest)") if self.orphaned_files else ""
         return (
-            f"{self.videos} videos ({self.failed} failed, {self.warned} with warnings), "
-            f"{self.candidates} candidate clips, {self.selected} selected, {self.captioned} captioned{failed_captions}"
+            f"{_count(self.videos, 'video')} ({self.failed} failed, {self.no_clip} yielded no clip, {self.warned} with "
+            f"warnings), {_count(self.candidates, 'candidate clip')}, {self.selected} selected, {self.captioned} "
+            f"captioned{failed_captions}"
             f"{orphans}"
         )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def rebase(relative: str | None, record_dir: Path, manifest_dir: Path) -> str | None:
@@ -102,6 +109,8 @@ def summarize(records: list[dict]) -> Summary:
     return Summary(
         videos=len(records),
         failed=sum(record["status"] == "failed" for record in records),
+        no_clip=sum(record["status"] != "failed" and not any(clip["selected"] for clip in record["clips"])
+                    for record in records),
         warned=sum(bool(record.get("warnings")) for record in records),
         candidates=len(clips),
         selected=sum(clip["selected"] for clip in clips),

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptta.curate.finalize import finalize
+    from ptta.curate.finalize import end_of_run_lines, finalize
 
     run_dirs = [Path(d) for d in args.run_dirs]
     out_dir = Path(args.out) if args.out else run_dirs[0]
@@ -30,10 +30,9 @@ def run(args: argparse.Namespace) -> int:
         # A curate run still writing into the folder (one shard of several sharing it) is refused
         # here rather than merged half done.
         with output_lock(out_dir, "ptta curate-merge"):
-            summary = finalize(run_dirs, out_dir)
+            summary = finalize(run_dirs, out_dir, merged=True)
     except (ValueError, FileNotFoundError, OutputFolderInUse) as error:
         raise SystemExit(f"ptta curate-merge: error: {error}") from None
-    print(f"{summary.line()}; manifest: {out_dir / 'manifest.jsonl'}; report: {out_dir / 'report.html'}", file=sys.stderr)
-    if summary.failed:
-        print(f"failures are listed in {out_dir / 'errors.log'}", file=sys.stderr)
+    for line in end_of_run_lines(summary, out_dir):
+        print(line, file=sys.stderr)
     return min(summary.failed, MAX_EXIT_STATUS)
