@@ -11,9 +11,8 @@ import pytest
 
 from ptta.cli import build_parser, main
 
-# `ptta curate` and `ptta curate-merge` are left out for now: another engineer is editing their
-# flags (issue #17); put them back once that lands.
-NOT_CHECKED_YET = {"curate", "curate-merge"}
+# Sub-commands whose flags are being edited elsewhere, left out of the help walk until that lands.
+NOT_CHECKED_YET: set[str] = set()
 
 
 def sub_parsers() -> dict[str, argparse.ArgumentParser]:
@@ -35,7 +34,7 @@ def test_version_prints_ptta_and_hydralora(capsys):
 
 
 def test_every_option_has_help_and_its_default(capsys):
-    assert {"cache", "train", "sample", "evaluate", "ablate", "demo"} <= set(sub_parsers())
+    assert {"curate", "curate-merge", "cache", "train", "sample", "evaluate", "ablate", "demo"} <= set(sub_parsers())
     missing, no_default = [], []
     for name, action, parser in options():
         where = f"{name} {'/'.join(action.option_strings) or action.dest}"

