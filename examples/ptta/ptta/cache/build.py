@@ -12,6 +12,13 @@ Layout of the cache folder:
                                       Metadata "clips" lists id, caption, bucket and source fps;
                                       "skipped" the clips that could not be used.
 
+A clip is read from its written file (`clip_path`) while that exists, else from its source as the
+frame range the manifest gives (`ptta curate` writes no clip files by default): each source is
+opened once for its consecutive clips, which are decoded in one forward pass, and the frames are
+those the written clip would hold (ptta.curate.clip_source). A source that is missing or changed
+since curation stops the run with its name, before any model is loaded where that can be seen
+from its size.
+
 Shard i holds clips [i*shard_size, (i+1)*shard_size) of the manifest's selection and is written
 to a temporary name then renamed, so an interrupted run resumes at the first missing shard.
 Latents are the mode of the VAE posterior, so the cache is deterministic. Every clip is first
@@ -26,6 +33,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ptta.cache.buckets import Bucket, choose_bucket, fit_clip, resample_frames
 from ptta.cache.manifest import SelectedClip, read_selected_clips
@@ -40,6 +48,9 @@ from ptta.models.hunyuan_video import (
 from ptta.output_lock import empty_folder
 from ptta.tables import write_text_atomic
 from ptta.torch_runtime import resolve_device
+
+if TYPE_CHECKING:  # numpy is imported where it is used
+    import numpy as np
 
 CACHE_INFO_FILE = "cache_info.json"
 SHARD_DIR = "shards"
@@ -64,10 +75,9 @@ def shard_path(cache_dir: Path, index: int) -> Path:
 
 def build_cache(config: TrainConfig, overwrite: bool = False, device: str | None = None, progress: bool = True) -> Path:
     """Cache every selected clip of `config.data.manifest` into `config.data.cache_dir`; returns the folder."""
-    from av.error import FFmpegError
     from tqdm import tqdm
 
-    from ptta.models.text_encoders import encode_prompts
+    from ptta.curate.clip_source import SourceClipReader
 
     clips = read_selected_clips(config.manifest_path)
     model_dir = resolve_model_dir(config.model_spec())
@@ -82,36 +92,51 @@ def build_cache(config: TrainConfig, overwrite: bool = False, device: str | None
     todo = [i for i in range(len(shards)) if not shard_path(cache_dir, i).is_file()]
     if not todo:
         return cache_dir
+    _check_sources([clip for i in todo for clip in shards[i]])
     pipe = load_pipeline(model_dir, text_dtype, vae_dtype=vae_dtype, transformer=None).to(device)
     # tiles keep the VAE's memory bounded for long, large clips; small clips are not tiled
     pipe.vae.enable_tiling()
     template = prompt_template(model_dir)
 
     bar = tqdm(total=sum(len(shards[i]) for i in todo), desc="cache", unit="clip", disable=not progress)
-    for index in todo:
-        tensors, records, skipped = {}, [], []
-        usable = []
-        for clip in shards[index]:
-            try:
-                latents, bucket, source_fps = _encode_clip(pipe, clip, config, device)
-            except (OSError, ValueError, FFmpegError) as exc:
-                skipped.append({"id": clip.id, "reason": str(exc)})
-                bar.update()
-                continue
-            tensors[f"{clip.id}/latents"] = latents
-            records.append({"id": clip.id, "caption": clip.caption, "source_fps": source_fps,
-                            "bucket": [bucket.frames, bucket.height, bucket.width]})
-            usable.append(clip)
-            bar.update()
-        embeddings = encode_prompts(pipe, [c.caption for c in usable], template, config.data.max_sequence_length, device)
-        for clip, (prompt_embeds, pooled) in zip(usable, embeddings):
-            # the text encoders' own dtype (bf16 on a GPU: half of fp32 at no loss; fp32 on a CPU), so
-            # training sees exactly the embeddings validation and `ptta sample` encode on that device
-            tensors[f"{clip.id}/prompt_embeds"] = prompt_embeds.to(text_dtype)
-            tensors[f"{clip.id}/pooled"] = pooled.to(text_dtype)
-        _write_shard(shard_path(cache_dir, index), tensors, records, skipped)
+    with SourceClipReader() as reader:
+        for index in todo:
+            _build_shard(pipe, shards[index], index, config, device, reader, template, text_dtype, bar)
     bar.close()
     return cache_dir
+
+
+def _build_shard(pipe, clips: list[SelectedClip], index: int, config: TrainConfig, device, reader, template,
+                 text_dtype, bar) -> None:
+    """Encode `clips` into shard `index`; a clip that cannot be used is listed as skipped."""
+    from av.error import FFmpegError
+
+    from ptta.curate.clip_source import ClipSourceError
+    from ptta.models.text_encoders import encode_prompts
+
+    tensors, records, skipped = {}, [], []
+    usable = []
+    for clip in clips:
+        try:
+            latents, bucket, source_fps = _encode_clip(pipe, clip, config, device, reader)
+        except ClipSourceError as exc:  # a missing or changed source: every clip of it would be lost
+            raise CacheError(str(exc)) from None
+        except (OSError, ValueError, FFmpegError) as exc:
+            skipped.append({"id": clip.id, "reason": str(exc)})
+            bar.update()
+            continue
+        tensors[f"{clip.id}/latents"] = latents
+        records.append({"id": clip.id, "caption": clip.caption, "source_fps": source_fps,
+                        "bucket": [bucket.frames, bucket.height, bucket.width]})
+        usable.append(clip)
+        bar.update()
+    embeddings = encode_prompts(pipe, [c.caption for c in usable], template, config.data.max_sequence_length, device)
+    for clip, (prompt_embeds, pooled) in zip(usable, embeddings):
+        # the text encoders' own dtype (bf16 on a GPU: half of fp32 at no loss; fp32 on a CPU), so
+        # training sees exactly the embeddings validation and `ptta sample` encode on that device
+        tensors[f"{clip.id}/prompt_embeds"] = prompt_embeds.to(text_dtype)
+        tensors[f"{clip.id}/pooled"] = pooled.to(text_dtype)
+    _write_shard(shard_path(config.cache_path, index), tensors, records, skipped)
 
 
 def read_cache(cache_dir: str | Path) -> list[CachedClip]:
@@ -150,20 +175,52 @@ def skipped_clips(cache_dir: str | Path) -> list[dict]:
     return out
 
 
-def _encode_clip(pipe, clip: SelectedClip, config: TrainConfig, device):
+def read_clip_frames(clip: SelectedClip, reader) -> tuple[np.ndarray, float, str]:
+    """(RGB frames (N, H, W, 3), the clip's frame rate, what they were read from): from the written
+    clip while it exists, else from its source through `reader` (a curate.clip_source.SourceClipReader)."""
+    from ptta.curate.clip_source import ClipAddress
+    from ptta.video_io import read_video
+
+    if clip.path is not None and (clip.path.is_file() or clip.address is None):
+        if not clip.path.is_file():
+            raise FileNotFoundError(f"clip file {clip.path} does not exist")
+        frames, fps = read_video(clip.path)  # ValueError naming the file when nothing decodes
+        return frames, fps, str(clip.path)
+    address = ClipAddress.from_row({**clip.address, "id": clip.id})
+    frames, fps = reader.read_rgb(address)
+    return frames, fps, f"clip {clip.id} (frames {address.first_frame}-{address.first_frame + address.source_frames - 1} of {address.source})"
+
+
+def _check_sources(clips: list[SelectedClip]) -> None:
+    """CacheError naming the sources (of clips without a file) that are gone or changed in size."""
+    problems = {}
+    for clip in clips:
+        if clip.address is None or clip.path is not None and clip.path.is_file():
+            continue
+        source = Path(clip.address["source"])
+        size = (clip.address.get("source_signature") or {}).get("size")
+        if source in problems:
+            continue
+        if not source.is_file():
+            problems[source] = f"{source} does not exist"
+        elif size is not None and source.stat().st_size != size:
+            problems[source] = f"{source} changed since it was curated (size {size} -> {source.stat().st_size})"
+    if problems:
+        listed = "; ".join(list(problems.values())[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise CacheError(f"the sources of clips that were not written (read from their sources) must be there as "
+                         f"they were curated: {listed}. Restore them, or curate them again")
+
+
+def _encode_clip(pipe, clip: SelectedClip, config: TrainConfig, device, reader):
     """(latents in the VAE's dtype, bucket, the clip's own frame rate)."""
     import torch
 
-    from ptta.video_io import read_video
-
-    if not clip.path.is_file():
-        raise FileNotFoundError(f"clip file {clip.path} does not exist")
-    frames, source_fps = read_video(clip.path)  # ValueError naming the file when nothing decodes
+    frames, source_fps, label = read_clip_frames(clip, reader)
     frames = resample_frames(frames, source_fps, config.data.fps)
     bucket = choose_bucket(len(frames), frames.shape[1], frames.shape[2], config.data.frame_buckets,
                            config.data.resolution_buckets)
     if bucket is None:
-        raise ValueError(f"{clip.path}: {len(frames)} frames at {config.data.fps:g} fps (source {source_fps:g} fps), "
+        raise ValueError(f"{label}: {len(frames)} frames at {config.data.fps:g} fps (source {source_fps:g} fps), "
                          f"fewer than the smallest frame bucket {min(config.data.frame_buckets)}")
     video = torch.from_numpy(fit_clip(frames, bucket)).permute(3, 0, 1, 2)[None]  # (1, 3, F, H, W)
     video = (video.to(device=device, dtype=torch.float32) / 127.5 - 1.0).to(pipe.vae.dtype)
@@ -185,7 +242,7 @@ def _cache_info(config: TrainConfig, clips: list[SelectedClip], model_dir: Path,
         "vae_dtype": str(vae_dtype).removeprefix("torch."),
         "text_encoder_dtype": str(text_dtype).removeprefix("torch."),
         "shard_size": config.data.shard_size,
-        "clips": [[c.id, str(c.path), c.caption] for c in clips],
+        "clips": [[c.id, c.key(), c.caption] for c in clips],
     }
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     info = {k: v for k, v in settings.items() if k != "clips"}

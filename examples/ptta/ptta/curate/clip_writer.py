@@ -38,19 +38,39 @@ class ClipWriteError(Exception):
     """A selected clip could not be written."""
 
 
-def encode_clip(out_dir: Path, clip_id: str, frames: list[tuple[float, av.VideoFrame]], times: np.ndarray,
-                fps: float, out_size: tuple[int, int] | None, encoder: str, options: dict[str, str]) -> str:
-    """Encode the frames shown at `times` (resampled to `fps`, resized if asked); return the relative path."""
+def resample_times(start: float, end: float, fps: float) -> np.ndarray:
+    """Output frame times start, start + 1/fps, ... before `end`."""
+    count = max(1, int(np.floor((end - start + TIMESTAMP_TOLERANCE) * fps)))
+    return start + np.arange(count) / fps
+
+
+def output_frames(frames: list[tuple[float, av.VideoFrame]], times: np.ndarray,
+                  out_size: tuple[int, int] | None) -> list[av.VideoFrame]:
+    """The frames a clip is made of: for each output time the source frame shown then, resized if asked.
+
+    What is encoded into a written clip, and what `ptta cache` reads from the source for a clip
+    that was not written (`clip_source.py`), so the two cannot disagree.
+    """
     source_times = np.array([t for t, _ in frames])
     # For each output time, the latest source frame shown at that moment. Without the tolerance, a
     # Matroska frame stamped 0.042 s (really 1/24 s) would count as not yet shown at 1/24 s, and a
     # third of the frames of a 24 fps mkv would be dropped and the one before shown twice.
     picked = np.clip(np.searchsorted(source_times, times + TIMESTAMP_TOLERANCE, side="right") - 1, 0, len(frames) - 1)
     if out_size is None:
-        chosen = [frames[k][1] for k in picked]
-    else:
-        resized = {k: cover_crop(frames[k][1], out_size) for k in set(picked.tolist())}
-        chosen = [resized[k] for k in picked.tolist()]
+        return [frames[k][1] for k in picked]
+    resized = {k: cover_crop(frames[k][1], out_size) for k in set(picked.tolist())}
+    return [resized[k] for k in picked.tolist()]
+
+
+def encode_clip(out_dir: Path, clip_id: str, frames: list[tuple[float, av.VideoFrame]], times: np.ndarray,
+                fps: float, out_size: tuple[int, int] | None, encoder: str, options: dict[str, str]) -> str:
+    """Encode the frames shown at `times` (resampled to `fps`, resized if asked); return the relative path."""
+    return write_clip(out_dir, clip_id, output_frames(frames, times, out_size), fps, encoder, options)
+
+
+def write_clip(out_dir: Path, clip_id: str, chosen: list[av.VideoFrame], fps: float, encoder: str,
+               options: dict[str, str]) -> str:
+    """Encode a clip's frames (output_frames) to out_dir/clips/<clip_id>.mp4; return the relative path."""
     final = out_dir / "clips" / f"{clip_id}.mp4"
     partial = final.with_name(f"{clip_id}.partial.mp4")  # renamed only once complete
     try:

@@ -14,8 +14,9 @@ from ptta.curate.records import is_caption_error
 from ptta.tables import jsonl_text, write_text_atomic
 
 MANIFEST_COLUMNS = (
-    "id", "video_id", "source", "shot", "start", "end", "frames", "fps", "width", "height",
-    "flow", "aesthetic", "score", "selected", "reason", "clip_path", "thumbnail", "caption", "error", "warnings",
+    "id", "video_id", "source", "shot", "start", "end", "first_frame", "source_frames", "frames", "fps", "width",
+    "height", "flow", "aesthetic", "score", "selected", "reason", "clip_path", "thumbnail", "caption", "error",
+    "warnings", "source_signature", "clip_format_version",
 )  # fmt: skip
 
 
@@ -65,6 +66,7 @@ def manifest_rows(records_by_dir: list[tuple[Path, dict]], manifest_dir: Path) -
             row["clip_path"] = rebase(clip["clip_path"], record_dir, manifest_dir)
             row["thumbnail"] = rebase(clip["thumbnail"], record_dir, manifest_dir)
             row["warnings"] = warnings
+            row["source_signature"] = record.get("signature")  # a clip not written is read from this very file
             rows.append(row)
         if record["status"] == "failed":
             row = dict.fromkeys(MANIFEST_COLUMNS)
@@ -83,7 +85,7 @@ def write_manifest(rows: list[dict], manifest_dir: Path) -> None:
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     for column in ("flow", "aesthetic", "score", "start", "end", "fps"):
         frame[column] = frame[column].astype("float64")
-    for column in ("shot", "frames", "width", "height"):
+    for column in ("shot", "first_frame", "source_frames", "frames", "width", "height", "clip_format_version"):
         frame[column] = frame[column].astype("Int64")
     frame["selected"] = frame["selected"].astype("boolean")
     parquet = manifest_dir / "manifest.parquet"

@@ -7,12 +7,14 @@ the videos in flight. The manifest is rebuilt from these records.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 
 from ptta.curate.clips import ClipSpan
 from ptta.curate.probe import VideoInfo
+from ptta.curate.settings import CLIP_FORMAT_VERSION
 from ptta.tables import write_text_atomic
 
 RECORDS_DIR = "videos"
@@ -39,10 +41,31 @@ def video_id_of_output(file_name: str) -> str | None:
     return None if match is None else match["video_id"]
 
 
+# What is_finished compares: a file whose size or modification time changed is curated again.
+RESUME_SIGNATURE_KEYS = ("size", "mtime_ns")
+# The bytes hashed at each end of a source for its signature.
+SIGNATURE_END_BYTES = 1 << 20
+
+
 def file_signature(path: str | Path) -> dict:
     """Size and modification time: a changed file is curated again."""
     stat = Path(path).stat()
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def source_signature(path: str | Path) -> dict:
+    """file_signature plus a BLAKE2b hash of the first and last MiB: cheap (2 MiB read whatever the
+    file's size), and a re-encoded, cut or replaced file differs in it. Clips that are frame ranges
+    of their source are read back only from a source with the same size and hash."""
+    path = Path(path)
+    signature = file_signature(path)
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as handle:
+        digest.update(handle.read(SIGNATURE_END_BYTES))
+        if signature["size"] > SIGNATURE_END_BYTES:
+            handle.seek(max(SIGNATURE_END_BYTES, signature["size"] - SIGNATURE_END_BYTES))
+            digest.update(handle.read(SIGNATURE_END_BYTES))
+    return {**signature, "head_tail_blake2b": digest.hexdigest()}
 
 
 def clip_record(clip_id: str, vid: str, source: Path, span: ClipSpan, frames: int, fps: float,
@@ -55,6 +78,13 @@ def clip_record(clip_id: str, vid: str, source: Path, span: ClipSpan, frames: in
         "shot": span.shot,
         "start": round(span.start, 6),
         "end": round(span.end, 6),
+        # The clip's exact address in its source: `source_frames` frames from the `first_frame`-th
+        # (0-based, in the order and with the frames the curation's decode gives: source.py),
+        # resampled and resized as written clips are (clip_writer.output_frames). It holds for
+        # this clip format only: another one turns or times frames differently.
+        "first_frame": span.first,
+        "source_frames": span.last - span.first + 1,
+        "clip_format_version": CLIP_FORMAT_VERSION,
         "frames": frames,
         "fps": fps,
         "width": size[0],
@@ -76,7 +106,7 @@ def video_record(path: Path, vid: str, info: VideoInfo | None, clips: list[dict]
     return {
         "video_id": vid,
         "source": str(path),
-        "signature": file_signature(path),
+        "signature": source_signature(path),
         "status": "failed" if error else "done",
         "error": error,
         "warnings": warnings,
@@ -119,6 +149,7 @@ def is_finished(out_dir: Path, source: Path, vid: str, retry_failed: bool) -> bo
         record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
-    if record.get("signature") != file_signature(source):
+    stored, current = record.get("signature") or {}, file_signature(source)
+    if any(stored.get(key) != current[key] for key in RESUME_SIGNATURE_KEYS):
         return False
     return not (retry_failed and record.get("status") == "failed")

@@ -90,6 +90,9 @@ class CurationSource:
                 # The header was fine: this is reported as a decoding failure once frames are read.
                 self._first_error = error
             self.info = video_info(path, self._container, header, self._first)
+            # The start of the frame grid that millisecond times are snapped to: the first frame's
+            # time, kept for a pass that seeks (frames(seek_to=...)) past that frame.
+            self._grid_origin = _first_time(self._first, self._stream)
         except BaseException:
             self._container.close()
             raise
@@ -109,22 +112,44 @@ class CurationSource:
         self._decoded.close()
         self._container.close()
 
-    def frames(self) -> Iterator[tuple[float, av.VideoFrame, bool]]:
+    def _seek(self, seconds: float) -> None:
+        """Go to the keyframe at or before `seconds` (on the stream's own clock) and decode from there."""
+        self._decoded.close()
+        self._damaged.clear()
+        target = int(seconds / self._stream.time_base)
+        self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+        self._decoded = decode_past_damage(self._container, self._stream, self._damaged, self._warnings)
+
+    def frames(self, seek_to: float | None = None) -> Iterator[tuple[float, av.VideoFrame, bool]]:
         """Yield (time in seconds, frame, whether frames were lost just before it); warnings are
-        appended as found."""
+        appended as found.
+
+        `seek_to` (seconds) starts at the keyframe at or before that time instead of the first frame,
+        for reading a stretch of a long video (clips addressed as frame ranges of their sources).
+        The times are then those of a pass from the start only where the timeline has no jump
+        back (timestamps restarting) before that point and every frame has its pts: a caller must
+        check the frames it finds against what it expects. Each call with `seek_to` seeks again;
+        a call without it (the whole video) is possible once, before any seek.
+        """
         if self._first_error is not None:
             raise self._first_error
         # Held only until it is yielded, like every later frame.
         first, self._first = self._first, None
-        if first is None:
+        if seek_to is not None:
+            self._seek(seek_to)
+            decoded = self._decoded
+        elif first is None:
             return
+        else:
+            decoded = itertools.chain([first], self._decoded)
         info, stream, warnings = self.info, self._stream, self._warnings
         frame_interval = 1.0 / info.fps
         offset, previous = 0.0, None
-        grid_origin = None  # the frame grid starts at the first timestamp (Matroska may start at 7 ms)
+        # The frame grid starts at the first timestamp (Matroska may start at 7 ms).
+        grid_origin = None if seek_to is None else self._grid_origin
         snap_to_grid = stream.time_base >= Fraction(1, 1000)
         lost_before = False  # frames were lost before the next frame yielded
-        for timestamp, frame in best_effort_timestamps(itertools.chain([first], self._decoded)):
+        for timestamp, frame in best_effort_timestamps(decoded):
             if id(frame) in self._damaged:
                 self._damaged.discard(id(frame))  # ids are reused once a frame is freed
                 lost_before = True
@@ -152,6 +177,14 @@ class CurationSource:
             previous = time
             yield time, upright_yuv420p(frame, info), lost_before
             lost_before = False
+
+
+def _first_time(frame: av.VideoFrame | None, stream: av.video.stream.VideoStream) -> float | None:
+    """The time of the first frame as frames() computes it before any offset, if it has a timestamp."""
+    if frame is None:
+        return None
+    timestamp = frame.pts if frame.pts is not None else frame.dts
+    return None if timestamp is None else float(timestamp * stream.time_base)
 
 
 def decode_past_damage(container: av.container.InputContainer, stream: av.video.stream.VideoStream,

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ptta.curate.aesthetic import AestheticScorer
-from ptta.curate.clip_writer import BackgroundClipWriter, ClipWriteError
+from ptta.curate.clip_writer import BackgroundClipWriter, ClipWriteError, resample_times
 from ptta.curate.clips import TIMESTAMP_TOLERANCE, ClipCutter, ClipSpan
 from ptta.curate.flow import FlowTracker
 from ptta.curate.probe import InputError, VideoInfo, video_id
@@ -68,12 +68,6 @@ def whole_video_error(info: VideoInfo, frames_decoded: int, seconds: float) -> s
     if info.duration and seconds < TRUNCATION_RATIO * info.duration - 0.5:
         return f"truncated: decoded {seconds:.2f} s of the {info.duration:.2f} s the header states"
     return None
-
-
-def resample_times(start: float, end: float, fps: float) -> np.ndarray:
-    """Output frame times start, start + 1/fps, ... before `end`."""
-    count = max(1, int(np.floor((end - start + TIMESTAMP_TOLERANCE) * fps)))
-    return start + np.arange(count) / fps
 
 
 class VideoCurator:
