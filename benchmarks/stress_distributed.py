@@ -34,7 +34,7 @@ if sys.argv[1] == "end":
 
 
 def launch(script: Path, end: bool) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(script), "end" if end else "keep"]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
