@@ -104,3 +104,24 @@ def test_model_placement():
     # bf16 as the checkpoint stores it; a bare "cuda" shards a 72B model over all GPUs
     assert model_placement("cuda") == {"dtype": "auto", "device_map": "auto"}
     assert model_placement("cuda:1") == {"dtype": "auto", "device_map": {"": torch.device("cuda:1")}}
+
+
+def test_a_clip_not_written_is_captioned_from_its_source_as_from_its_file(tiny_qwen_dir, tmp_path):
+    from ptta.curate.aesthetic import ImageStatisticsProxyScorer
+    from ptta.curate.caption_stage import caption_request
+    from ptta.curate.settings import CurateSettings
+    from ptta.curate.video_task import VideoCurator
+
+    video = make_animation_video(tmp_path / "in.mp4", [ShotSpec(2.6, speed=0.5)], size=(96, 54), seed=4)
+    settings = CurateSettings(min_clip_seconds=1.0, max_clip_seconds=1.2, theta=0.0, crf=0, preset="ultrafast",
+                              write_clips=True)
+    record = VideoCurator(settings, tmp_path / "out", ImageStatisticsProxyScorer()).run(video.path)
+    captioner = QwenCaptioner(tiny_qwen_dir, min_pixels=SMALL_FRAMES, max_pixels=SMALL_FRAMES)
+    assert len(record["clips"]) == 2
+    for clip in record["clips"]:
+        written = caption_request(record, clip, tmp_path / "out")
+        from_source = caption_request(record, {**clip, "clip_path": None}, tmp_path / "out")
+        assert written.address is None and from_source.clip_path is None
+        want, got = captioner.video_input(written), captioner.video_input(from_source)
+        assert got.grid_thw == want.grid_thw
+        np.testing.assert_array_equal(got.pixel_values, want.pixel_values)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import av
 import pytest
 from curate_support import read_manifest, run_command
@@ -19,6 +21,7 @@ SHOTS = [ShotSpec(4.0, speed=0.6)]  # one kept clip
 def written_clip(tmp_path, settings: CurateSettings, name: str):
     video = make_animation_video(tmp_path / "in" / "moving.mp4", SHOTS, fps=FPS, size=(96, 54), seed=5)
     out = tmp_path / name
+    settings = dataclasses.replace(settings, write_clips=True)
     record = VideoCurator(settings, out, ImageStatisticsProxyScorer()).run(video.path)
     assert record["error"] is None
     (clip,) = [c for c in record["clips"] if c["selected"]]
@@ -80,7 +83,7 @@ def test_an_encoder_change_is_not_resumed_into(tmp_path):
     inputs = tmp_path / "in"
     make_animation_video(inputs / "moving.mp4", SHOTS, fps=FPS, size=(64, 36), seed=5)
     out = tmp_path / "out"
-    common = [str(inputs), "--out", str(out), "--no-progress"]
+    common = [str(inputs), "--out", str(out), "--write-clips", "--no-progress"]
     assert run_command("ptta.curate.command", [*common, "--encoder", "mpeg4", "--encoder-option", "qmax=4"]) == 0
     (row,) = [r for r in read_manifest(out) if r["selected"]]
     with av.open(str(out / row["clip_path"])) as container:

@@ -36,7 +36,8 @@ def curated(tmp_path_factory):
     """The multi-shot video curated once with the paper's defaults."""
     root = tmp_path_factory.mktemp("curate")
     truth = make_animation_video(root / "inputs" / "shots.mp4", SHOTS, fps=FPS, size=(160, 90), seed=3)
-    status = run_command("ptta.curate.command", [str(root / "inputs"), "--out", str(root / "out"), "--no-progress"])
+    status = run_command("ptta.curate.command", [str(root / "inputs"), "--out", str(root / "out"), "--write-clips",
+                                                  "--no-progress"])
     return truth, root / "out", status
 
 
@@ -118,7 +119,7 @@ def test_rerun_skips_finished_videos_and_other_settings_are_refused(curated):
 def test_resize_and_frame_rate_normalisation(tmp_path):
     video = make_animation_video(tmp_path / "in" / "clip.mp4", [ShotSpec(3.5, speed=0.5)], fps=30, size=(160, 90))
     out = tmp_path / "out"
-    argv = [video.path, "--out", str(out), "--fps", "12", "--resize", "64x64", "--no-progress"]
+    argv = [video.path, "--out", str(out), "--fps", "12", "--resize", "64x64", "--write-clips", "--no-progress"]
     assert run_command("ptta.curate.command", argv) == 0
     (row,) = read_manifest(out)
     assert (row["fps"], row["width"], row["height"], row["frames"]) == (12, 64, 64, 42)
@@ -130,7 +131,7 @@ def test_big_buck_bunny_goes_through_the_whole_stage(tmp_path):
     captions.write_text(json.dumps({"source": "bigbuckbunny.mp4", "caption": "rabbit, stretching, meadow"}) + "\n")
     out = tmp_path / "out"
     argv = [str(big_buck_bunny_path()), "--out", str(out), "--resize", "424x240", "--captioner", "sidecar",
-            "--caption-file", str(captions), "--no-progress"]  # fmt: skip
+            "--caption-file", str(captions), "--write-clips", "--no-progress"]  # fmt: skip
     assert run_command("ptta.curate.command", argv) == 0
     (row,) = read_manifest(out)
     # One 5.28 s CG shot: one 5 s clip; the bunny climbs out and stretches, well above the bar.
@@ -183,7 +184,8 @@ def test_bad_inputs_are_recorded_and_the_rest_finishes(tmp_path):
     Image.fromarray(frames[0]).save(inputs / "still.png")
     (inputs / "still.png").rename(inputs / "still.mp4")
     out = tmp_path / "out"
-    status = run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--max-pixels", "100000", "--no-progress"])
+    status = run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--max-pixels", "100000", "--write-clips",
+                                                  "--no-progress"])
 
     rows = read_manifest(out)
     failures = {Path(r["source"]).name: r["error"] for r in rows if r["error"]}
@@ -228,14 +230,15 @@ def test_clips_the_captioner_failed_on_are_reported_and_captioned_again_with_ret
     assert "CAPTION FAILED" not in (out / "errors.log").read_text()
 
 
-def test_a_killed_run_resumes_losing_only_the_video_in_flight(tmp_path):
+@pytest.mark.parametrize("write", [[], ["--write-clips"]], ids=["frame-ranges", "written"])
+def test_a_killed_run_resumes_losing_only_the_video_in_flight(tmp_path, write):
     inputs = tmp_path / "in"
     for i in range(4):
         make_animation_video(inputs / f"v{i}.mp4", [ShotSpec(8.0, speed=0.5)], size=(160, 90), seed=i)
     out = tmp_path / "out"
     script = ("import argparse, sys; from ptta.curate import command as c; p = argparse.ArgumentParser(); "
               "c.add_arguments(p); sys.exit(c.run(p.parse_args(sys.argv[1:])))")  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-c", script, str(inputs), "--out", str(out), "--no-progress"],
+    process = subprocess.Popen([sys.executable, "-c", script, str(inputs), "--out", str(out), *write, "--no-progress"],
                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while not list((out / "videos").glob("*.json")) and time.monotonic() < deadline and process.poll() is None:
@@ -246,12 +249,15 @@ def test_a_killed_run_resumes_losing_only_the_video_in_flight(tmp_path):
     assert 1 <= len(finished) < 4, "the run was not caught in the middle"
     assert not (out / "manifest.jsonl").exists()
 
-    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--no-progress"]) == 0
+    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), *write, "--no-progress"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "videos").glob("*.json") if p.name in finished} == finished
     rows = read_manifest(out)
     assert len({r["video_id"] for r in rows}) == 4
-    written = sorted(p.name for p in (out / "clips").iterdir())
+    written = sorted(p.name for p in (out / "clips").glob("*"))
     assert written == sorted(Path(r["clip_path"]).name for r in rows if r["clip_path"])  # nothing partial left
+    selected = [r for r in rows if r["selected"]]
+    assert selected and all(r["first_frame"] is not None and r["source_signature"]["size"] > 0 for r in selected)
+    assert len(written) == (len(selected) if write else 0)
 
 
 def test_files_of_a_video_a_killed_run_left_unfinished_are_reported(tmp_path, capsys):
@@ -261,7 +267,7 @@ def test_files_of_a_video_a_killed_run_left_unfinished_are_reported(tmp_path, ca
     for name in ("kept", "dropped"):
         make_animation_video(inputs / f"{name}.mp4", [ShotSpec(3.5, speed=0.6)], size=(96, 54))
     out = tmp_path / "out"
-    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--no-progress"]) == 0
+    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--write-clips", "--no-progress"]) == 0
     (dropped_record,) = (out / "videos").glob("dropped-*.json")
     dropped_id = dropped_record.stem
     dropped_record.unlink()  # as if killed after writing its clip, before its record
@@ -275,27 +281,31 @@ def test_files_of_a_video_a_killed_run_left_unfinished_are_reported(tmp_path, ca
     assert rows and all(row["video_id"].startswith("kept-") for row in rows)
 
 
-def test_shards_merge_into_the_same_manifest_as_one_run(tmp_path):
+@pytest.mark.parametrize("write", [[], ["--write-clips"]], ids=["frame-ranges", "written"])
+def test_shards_merge_into_the_same_manifest_as_one_run(tmp_path, write):
     inputs = tmp_path / "in"
     for i in range(4):
         make_animation_video(inputs / f"v{i}.mp4", [ShotSpec(3.2, speed=0.2 * i)], size=(96, 54), seed=i)
     single = tmp_path / "single"
-    assert run_command("ptta.curate.command", [str(inputs), "--out", str(single), "--no-progress"]) == 0
+    assert run_command("ptta.curate.command", [str(inputs), "--out", str(single), *write, "--no-progress"]) == 0
     shard_dirs = []
     for index in range(2):
         shard_dirs.append(tmp_path / f"shard{index}")
         argv = [str(inputs), "--out", str(shard_dirs[-1]), "--num-shards", "2", "--shard-index", str(index),
-                "--workers", "2" if index == 0 else "1", "--no-progress"]  # fmt: skip
+                "--workers", "2" if index == 0 else "1", *write, "--no-progress"]  # fmt: skip
         assert run_command("ptta.curate.command", argv) == 0
         assert not (shard_dirs[-1] / "manifest.jsonl").exists()
     merged = tmp_path / "merged"
     assert run_command("ptta.curate.merge_command", [*map(str, shard_dirs), "--out", str(merged)]) == 0
-    expected = sorted((r["id"], r["selected"], r["flow"]) for r in read_manifest(single))
+    expected = sorted((r["id"], r["selected"], r["flow"], r["first_frame"], r["source_frames"], r["source_signature"]["size"])
+                      for r in read_manifest(single))
     rows = read_manifest(merged)
-    got = sorted((r["id"], r["selected"], r["flow"]) for r in rows)
-    assert [row[:2] for row in got] == [row[:2] for row in expected]
+    got = sorted((r["id"], r["selected"], r["flow"], r["first_frame"], r["source_frames"], r["source_signature"]["size"])
+                 for r in rows)
+    assert [row[:2] + row[3:] for row in got] == [row[:2] + row[3:] for row in expected]
     assert [row[2] for row in got] == pytest.approx([row[2] for row in expected], rel=1e-4)
     assert all((merged / r["clip_path"]).is_file() for r in rows if r["clip_path"])
+    assert sum(bool(r["clip_path"]) for r in rows) == (sum(r["selected"] for r in rows) if write else 0)
     other = tmp_path / "other"
     run_command("ptta.curate.command", [str(inputs), "--out", str(other), "--theta", "3", "--no-progress"])
     with pytest.raises(SystemExit, match="other settings"):

@@ -103,7 +103,8 @@ def test_workers_die_with_a_killed_run_and_a_rerun_finishes_the_folder(tmp_path)
     assert len(list((out / "videos").glob("*.json"))) < 4, "the run was not caught in the middle"
 
     # The killed run's lock is gone with it, and a rerun completes the folder.
-    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
+    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--workers", "2", "--write-clips",
+                                               "--no-progress"]) == 0
     rows = read_manifest(out)
     assert len({row["video_id"] for row in rows}) == 4
     assert sorted(p.name for p in (out / "clips").iterdir()) == sorted(
@@ -185,7 +186,7 @@ def test_cleaning_up_after_a_killed_video_leaves_other_inputs_files_alone(tmp_pa
     make_animation_video(inputs / f"{video_id(inputs / 'a.mp4')}-0000.mp4", [ShotSpec(3.5, speed=0.6)],
                          size=(96, 54), seed=2)
     out = tmp_path / "out"
-    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--no-progress"]) == 0
+    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--write-clips", "--no-progress"]) == 0
     rows = read_manifest(out)
     assert len(rows) == 2 and all(row["selected"] for row in rows)
     for row in rows:
@@ -225,7 +226,7 @@ def test_clip_bytes_do_not_depend_on_the_worker_count(tmp_path):
     for workers in ("1", "2"):
         out = tmp_path / f"workers{workers}"
         assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--workers", workers,
-                                                   "--no-progress"]) == 0  # fmt: skip
+                                                   "--write-clips", "--no-progress"]) == 0  # fmt: skip
         clips[workers] = {p.name: p.read_bytes() for p in (out / "clips").iterdir()}
     assert len(clips["1"]) == 2
     assert clips["1"] == clips["2"]

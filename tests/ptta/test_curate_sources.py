@@ -61,7 +61,7 @@ def encode(path: Path, frames: list[np.ndarray], codec: str = "libx264", pix_fmt
 
 
 def curate(path: Path, out: Path, **settings) -> dict:
-    settings = CurateSettings(**{"min_clip_seconds": 0.5, "max_clip_seconds": 1.0, "theta": 0.0, "crf": 0,
+    settings = CurateSettings(**{"min_clip_seconds": 0.5, "max_clip_seconds": 1.0, "theta": 0.0, "crf": 0, "write_clips": True,
                                  "preset": "ultrafast", **settings})
     return VideoCurator(settings, out, ImageStatisticsProxyScorer()).run(path)
 

@@ -28,7 +28,7 @@ def test_written_clips_hold_exactly_the_source_frames_of_their_span(tmp_path, co
     video = make_animation_video(tmp_path / "in" / f"moving.{container}", SHOTS, fps=FPS, size=(96, 54), seed=5)
     out = tmp_path / "out"
     # crf 0 is lossless, so any frame that is missing, repeated or shifted shows as a difference.
-    settings = CurateSettings(crf=0, preset="ultrafast")
+    settings = CurateSettings(crf=0, preset="ultrafast", write_clips=True)
     record = VideoCurator(settings, out, ImageStatisticsProxyScorer()).run(video.path)
     assert record["error"] is None
     kept = [clip for clip in record["clips"] if clip["selected"]]
@@ -54,7 +54,7 @@ def test_clips_are_encoded_off_the_decoding_thread(tmp_path, monkeypatch):
         return encode(*args, **kwargs)
 
     monkeypatch.setattr(clip_writer, "write_decoded_video", recording_encode)
-    record = VideoCurator(CurateSettings(), tmp_path / "out", ImageStatisticsProxyScorer()).run(video.path)
+    record = VideoCurator(CurateSettings(write_clips=True), tmp_path / "out", ImageStatisticsProxyScorer()).run(video.path)
     assert record["error"] is None and len(encoding_threads) == 2
     assert threading.main_thread() not in encoding_threads
 
@@ -69,7 +69,7 @@ def test_a_failed_write_fails_the_video_in_the_manifest_and_leaves_no_file(tmp_p
     inputs = tmp_path / "in"
     make_animation_video(inputs / "moving.mp4", SHOTS, fps=FPS, size=(64, 36), seed=5)
     out = tmp_path / "out"
-    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--no-progress"]) == 1
+    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--write-clips", "--no-progress"]) == 1
     rows = read_manifest(out)
     failed_clip, failed_video = rows[0], rows[-1]
     assert failed_clip["selected"] and failed_clip["clip_path"] is None
@@ -79,7 +79,8 @@ def test_a_failed_write_fails_the_video_in_the_manifest_and_leaves_no_file(tmp_p
     assert not list((out / "clips").glob("*"))
     # The failure is retried like any failed video, and then the clips are written.
     monkeypatch.undo()
-    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--retry-failed", "--no-progress"]) == 0
+    assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), "--retry-failed", "--write-clips",
+                                                "--no-progress"]) == 0
     assert all((out / row["clip_path"]).is_file() for row in read_manifest(out) if row["selected"])
 
 

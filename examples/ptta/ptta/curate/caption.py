@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from ptta.curate.clip_source import ClipAddress, ClipSourceError, SourceClipReader, clip_rgb
 from ptta.models.qwen_vl import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -48,7 +49,8 @@ TAG_PROMPT = (
 class ClipToCaption:
     clip_id: str
     source: Path  # the source video
-    clip_path: Path  # the written clip
+    clip_path: Path | None  # the written clip, if written
+    address: ClipAddress | None = None  # else its frames in the source
 
 
 class Captioner(Protocol):
@@ -106,15 +108,29 @@ def clip_frames(path: Path, per_second: float, max_frames: int) -> list[np.ndarr
     """RGB frames of a clip at `per_second`, from its first frame on (at most `max_frames`)."""
     from ptta.video_io import iter_frames
 
+    frames = every(iter_frames(path), per_second, max_frames)
+    if not frames:
+        raise ValueError(f"{path}: no decodable frames to caption")
+    return frames
+
+
+def source_clip_frames(address: ClipAddress, reader: SourceClipReader, per_second: float,
+                       max_frames: int) -> list[np.ndarray]:
+    """clip_frames of the clip `address` names, read from its source (the same frames as from the
+    written clip)."""
+    frames = reader.read(address)
+    return every(((k / address.fps, clip_rgb(frame)) for k, frame in enumerate(frames)), per_second, max_frames)
+
+
+def every(timed_frames, per_second: float, max_frames: int) -> list[np.ndarray]:
+    """The frames of (time, frame) pairs at `per_second` from the first on, at most `max_frames`."""
     frames, next_time = [], None
-    for time, frame in iter_frames(path):
+    for time, frame in timed_frames:
         if next_time is None or time >= next_time - 1e-6:
             next_time = time + 1.0 / per_second
             frames.append(frame)
             if len(frames) == max_frames:
                 break
-    if not frames:
-        raise ValueError(f"{path}: no decodable frames to caption")
     return frames
 
 
@@ -189,16 +205,25 @@ class QwenCaptioner:
         self.per_second, self.max_frames = per_second, max_frames
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.max_new_tokens, self.prompt = max_new_tokens, prompt
+        self._reader = SourceClipReader()  # for clips not written: their source stays open for the next
 
     def caption(self, clips: list[ClipToCaption]) -> list[str | None]:
         captions: list[str | None] = []
         for begin in range(0, len(clips), self.batch_size):
             batch = clips[begin : begin + self.batch_size]
-            captions += self._caption_batch([self.video_input(clip.clip_path) for clip in batch])
+            captions += self._caption_batch([self.video_input(clip) for clip in batch])
         return captions
 
-    def video_input(self, clip_path: Path) -> ClipVideo:
-        frames = clip_frames(clip_path, self.per_second, self.max_frames)
+    def video_input(self, clip: ClipToCaption | Path) -> ClipVideo:
+        """The model's video input for a clip: its written file (or a path), else its frames in the source."""
+        if isinstance(clip, ClipToCaption) and clip.clip_path is None:
+            try:
+                frames = source_clip_frames(clip.address, self._reader, self.per_second, self.max_frames)
+            except ClipSourceError as error:
+                raise ValueError(str(error)) from None
+        else:
+            frames = clip_frames(clip.clip_path if isinstance(clip, ClipToCaption) else clip, self.per_second,
+                                 self.max_frames)
         height, width = frames[0].shape[:2]
         new_height, new_width = smart_resize(height, width, self.layout.factor, self.min_pixels, self.max_pixels)
         mean = np.asarray(self.layout.mean, np.float32)[:, None, None]

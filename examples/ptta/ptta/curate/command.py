@@ -50,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clips.add_argument("--min-shot-frames", type=int, default=1,
                        help="PySceneDetect min_scene_len: a cut this close to the previous one is ignored, so a "
                             "clip may span it (default 1: every cut kept)")
+    clips.add_argument("--write-clips", action="store_true",
+                       help="also write each selected clip to clips/*.mp4 (default: a clip is the frame range of its "
+                            "source that its manifest row names, which ptta cache decodes; over a folder curated "
+                            "without it, writes the clips still missing)")
     clips.add_argument("--fps", type=float, help="write clips at this frame rate (default: the source's)")
     clips.add_argument("--resize", type=_size, metavar="WxH", help="scale to cover WxH and centre-crop (default: keep)")
     clips.add_argument("--crf", type=int, help="libx264/libx265 quality of written clips (default 20; lower: better, larger)")
@@ -119,7 +123,8 @@ def settings_from_args(args: argparse.Namespace):
         theta=args.theta, min_flow=args.min_flow, max_flow=args.max_flow, min_aesthetic=args.min_aesthetic,
         aesthetic=args.aesthetic, aesthetic_clip=args.aesthetic_clip, aesthetic_head=args.aesthetic_head,
         aesthetic_frames=args.aesthetic_frames, device=args.device, out_fps=args.fps, out_size=args.resize,
-        max_pixels=args.max_pixels, encoder=encoder, encoder_options=dict(args.encoder_option), **rate_control,
+        max_pixels=args.max_pixels, encoder=encoder, encoder_options=dict(args.encoder_option),
+        write_clips=args.write_clips, **rate_control,
     )  # fmt: skip
 
 
@@ -190,6 +195,11 @@ def _curate(args: argparse.Namespace, out_dir: Path, settings: CurateSettings, v
 
     mine_ids = {video_id(v) for v in mine}
     records = [r for r in read_video_records(out_dir) if r["video_id"] in mine_ids]
+    if settings.write_clips:  # clips of videos curated without --write-clips
+        from ptta.curate.missing_clips import clips_to_write, write_missing_clips
+
+        with tqdm(total=len(clips_to_write(records)), unit="clip", desc="write clips", disable=args.no_progress) as bar:
+            write_missing_clips(records, out_dir, settings, lambda: bar.update(1))
     uncaptioned = len(clips_needing_captions(records, args.retry_failed)) if args.captioner != "none" else 0
     if uncaptioned:
         try:

@@ -38,7 +38,10 @@ class CurateSettings:
     aesthetic_head: str | None = None  # local MLP .pth / .safetensors file (laion)
     aesthetic_frames: int = 3
     device: str = "cpu"
-    # Output clips.
+    # Output clips. Without write_clips a clip is a frame range of its source (its manifest row
+    # says which frames), read from there by `ptta cache`; a later run with write_clips writes the
+    # clips still missing, the same as if written at once, so it is not a result-changing setting.
+    write_clips: bool = False
     out_fps: float | None = None  # None keeps the source's nominal rate
     out_size: tuple[int, int] | None = None  # (width, height): scale to cover, then centre-crop
     # superfast at crf 20 matches veryfast at crf 18 in PSNR (45.7 against 45.6 dB on Big Buck
@@ -86,7 +89,7 @@ class CurateSettings:
 
         A resumed run must use the same ones, or finished videos would disagree with new ones.
         """
-        chosen = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "device"}
+        chosen = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name not in ("device", "write_clips")}
         if self.encoder == DEFAULT_ENCODER and not self.encoder_options:
             # Left out at their defaults, so that folders begun before these settings existed resume.
             del chosen["encoder"], chosen["encoder_options"]

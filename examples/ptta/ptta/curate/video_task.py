@@ -183,10 +183,11 @@ class VideoCurator:
         out_fps = settings.out_fps or info.fps
         times = resample_times(span.start, span.end, out_fps)
         size = settings.out_size or (info.width, info.height)
-        clip_path = f"clips/{clip_id}.mp4" if selected else None  # what encode_clip writes
+        written = selected and settings.write_clips  # otherwise the clip is its frame range in the source
+        clip_path = f"clips/{clip_id}.mp4" if written else None  # what encode_clip writes
         record = clip_record(clip_id, vid, path, span, len(times), out_fps, size, flow_score, aesthetic, score,
                              selected, reason, clip_path, thumbnail)
-        if selected:
+        if written:
             writer.submit(record, frames, times, out_fps)
         return record
 
