@@ -74,7 +74,9 @@ def read_selected_clips(manifest: str | Path) -> list[SelectedClip]:
         clips.append(SelectedClip(str(record[ID_FIELD]), path, caption, address))
     if uncaptioned:
         raise ManifestError(f"{manifest}: {len(uncaptioned)} selected clip(s) have no caption, e.g. {uncaptioned[:5]}; "
-                            f"caption them (ptta curate) before caching")
+                            f"caption them first: rerun the same `ptta curate` into that folder with --captioner sidecar "
+                            f"(<video>.txt files or --caption-file) or --captioner qwen --caption-model DIR; it "
+                            f"curates nothing again and only adds the captions")
     if not clips:
         raise ManifestError(f"{manifest}: no selected clips to train on ({total} records, {errors} with errors)")
     ids = [c.id for c in clips]
