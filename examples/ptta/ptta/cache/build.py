@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING
 from ptta.cache.buckets import Bucket, choose_bucket, fit_clip, resample_frames
 from ptta.cache.manifest import SelectedClip, read_selected_clips
 from ptta.config import TrainConfig
+from ptta.curate.read_ahead import read_ahead
 from ptta.models.hunyuan_video import (
     load_pipeline,
     prompt_template,
@@ -55,6 +58,11 @@ if TYPE_CHECKING:  # numpy is imported where it is used
 CACHE_INFO_FILE = "cache_info.json"
 SHARD_DIR = "shards"
 CACHE_FORMAT_VERSION = 2
+# Clips read, resampled and fitted to their bucket on a background thread ahead of the VAE (decoding,
+# libswscale and OpenCV release the GIL, as the VAE on a GPU does): reading overlaps encoding, so a
+# clip read from its source (a larger frame to decode and scale) costs no throughput while the VAE
+# is the slower step. 0 reads in line. Holds up to this many bucket-sized clips more in memory.
+READ_AHEAD_CLIPS = 1
 
 
 class CacheError(ValueError):
@@ -100,31 +108,47 @@ def build_cache(config: TrainConfig, overwrite: bool = False, device: str | None
 
     bar = tqdm(total=sum(len(shards[i]) for i in todo), desc="cache", unit="clip", disable=not progress)
     with SourceClipReader() as reader:
-        for index in todo:
-            _build_shard(pipe, shards[index], index, config, device, reader, template, text_dtype, bar)
+        prepared = _prepared_clips([clip for i in todo for clip in shards[i]], config, reader)
+        if READ_AHEAD_CLIPS:
+            prepared = read_ahead(prepared, READ_AHEAD_CLIPS, name="cache-read")
+        with closing(prepared):
+            for index in todo:
+                _build_shard(pipe, [next(prepared) for _ in shards[index]], index, config, device, template,
+                             text_dtype, bar)
     bar.close()
     return cache_dir
 
 
-def _build_shard(pipe, clips: list[SelectedClip], index: int, config: TrainConfig, device, reader, template,
-                 text_dtype, bar) -> None:
-    """Encode `clips` into shard `index`; a clip that cannot be used is listed as skipped."""
+def _prepared_clips(clips: list[SelectedClip], config: TrainConfig, reader) -> Iterator[tuple]:
+    """(clip, (video, bucket, source fps) or the reason it cannot be used) for each clip, in order;
+    a missing or changed source ends it with a CacheError (every clip of it would be lost)."""
     from av.error import FFmpegError
 
     from ptta.curate.clip_source import ClipSourceError
+
+    for clip in clips:
+        try:
+            yield clip, _prepare_clip(clip, config, reader)
+        except ClipSourceError as exc:
+            raise CacheError(str(exc)) from None
+        except (OSError, ValueError, FFmpegError) as exc:
+            yield clip, exc
+
+
+def _build_shard(pipe, prepared: list[tuple], index: int, config: TrainConfig, device, template, text_dtype,
+                 bar) -> None:
+    """Encode the prepared clips into shard `index`; a clip that cannot be used is listed as skipped."""
     from ptta.models.text_encoders import encode_prompts
 
     tensors, records, skipped = {}, [], []
     usable = []
-    for clip in clips:
-        try:
-            latents, bucket, source_fps = _encode_clip(pipe, clip, config, device, reader)
-        except ClipSourceError as exc:  # a missing or changed source: every clip of it would be lost
-            raise CacheError(str(exc)) from None
-        except (OSError, ValueError, FFmpegError) as exc:
-            skipped.append({"id": clip.id, "reason": str(exc)})
+    for clip, ready in prepared:
+        if isinstance(ready, Exception):
+            skipped.append({"id": clip.id, "reason": str(ready)})
             bar.update()
             continue
+        video, bucket, source_fps = ready
+        latents = _vae_encode(pipe, video, device)
         tensors[f"{clip.id}/latents"] = latents
         records.append({"id": clip.id, "caption": clip.caption, "source_fps": source_fps,
                         "bucket": [bucket.frames, bucket.height, bucket.width]})
@@ -211,10 +235,9 @@ def _check_sources(clips: list[SelectedClip]) -> None:
                          f"they were curated: {listed}. Restore them, or curate them again")
 
 
-def _encode_clip(pipe, clip: SelectedClip, config: TrainConfig, device, reader):
-    """(latents in the VAE's dtype, bucket, the clip's own frame rate)."""
-    import torch
-
+def _prepare_clip(clip: SelectedClip, config: TrainConfig, reader) -> tuple[np.ndarray, Bucket, float]:
+    """(the clip's frames at data.fps fitted to its bucket, (F, H, W, 3) uint8; the bucket; the
+    clip's own frame rate)."""
     frames, source_fps, label = read_clip_frames(clip, reader)
     frames = resample_frames(frames, source_fps, config.data.fps)
     bucket = choose_bucket(len(frames), frames.shape[1], frames.shape[2], config.data.frame_buckets,
@@ -222,11 +245,18 @@ def _encode_clip(pipe, clip: SelectedClip, config: TrainConfig, device, reader):
     if bucket is None:
         raise ValueError(f"{label}: {len(frames)} frames at {config.data.fps:g} fps (source {source_fps:g} fps), "
                          f"fewer than the smallest frame bucket {min(config.data.frame_buckets)}")
-    video = torch.from_numpy(fit_clip(frames, bucket)).permute(3, 0, 1, 2)[None]  # (1, 3, F, H, W)
+    return fit_clip(frames, bucket), bucket, source_fps
+
+
+def _vae_encode(pipe, frames: np.ndarray, device):
+    """Latents of (F, H, W, 3) uint8 frames, in the VAE's dtype."""
+    import torch
+
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None]  # (1, 3, F, H, W)
     video = (video.to(device=device, dtype=torch.float32) / 127.5 - 1.0).to(pipe.vae.dtype)
     with torch.no_grad():
         latents = pipe.vae.encode(video).latent_dist.mode() * pipe.vae.config.scaling_factor
-    return latents[0].cpu().contiguous(), bucket, source_fps
+    return latents[0].cpu().contiguous()
 
 
 def _cache_info(config: TrainConfig, clips: list[SelectedClip], model_dir: Path, text_dtype, vae_dtype) -> dict:
