@@ -1,6 +1,7 @@
 """Plot benchmarks/results/adaptation.csv (from bench_adaptation.py) to benchmarks/results/adaptation.png.
 
-One row of panels per task, from that task's latest run at the default size (or `--run-id`):
+One row of panels per task; each method from the latest run at the default size that finished it
+(or `--run-id`):
   1. held-out test loss averaged over the styles, mean +- std over seeds, per method, with the
      pretrained model's loss before adaptation written in the title;
   2. per style, the difference to LoRA at equal parameters (below 0: better than LoRA);
@@ -19,27 +20,24 @@ from collections import defaultdict
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-METHOD_ORDER = ("lora", "hydra_n2", "hydra_n4", "hydra_n8", "hydra_sup", "hydra_learned", "lora_x2")
+METHOD_ORDER = ("lora", "hydra_n2", "hydra_n4", "hydra_n8", "hydra_sup", "lora_tag", "hydra_learned", "lora_x2")
 COLOURS = {"lora": "#4c72b0", "hydra_n2": "#dd8452", "hydra_n4": "#c44e52", "hydra_n8": "#8c564b",
-           "hydra_sup": "#55a868", "hydra_learned": "#937860", "lora_x2": "#8172b3"}
+           "hydra_sup": "#55a868", "hydra_learned": "#937860", "lora_x2": "#8172b3", "lora_tag": "#64b5cd"}
 
 
 def latest_runs(rows: list[dict], size: str, run_id: str | None) -> dict[str, list[dict]]:
-    """task -> the rows of its chosen run."""
-    by_task: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    """task -> rows to plot: per method, those of the latest run (at `size`) that finished it, so a
+    method measured in a later run (`--methods NAME`) joins the others; only `run_id` if given."""
+    chosen: dict[str, list[dict]] = defaultdict(list)
+    by_task_method: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        if r["size"] == size or run_id:
-            by_task[r["task"]][r["run_id"]].append(r)
-    chosen = {}
-    for task, runs in by_task.items():
-        ids = [run_id] if run_id in runs else sorted(runs)
-        if ids:
-            # the latest run that reached the final phase of every method it swept
-            for rid in reversed(ids):
-                if any(r["phase"] == "final" and r["method"] != "base" for r in runs[rid]):
-                    chosen[task] = runs[rid]
-                    break
-    return chosen
+        if (r["run_id"] == run_id) if run_id else (r["size"] == size):
+            by_task_method[(r["task"], r["method"])][r["run_id"]].append(r)
+    for (task, _), runs in by_task_method.items():
+        finished = [rid for rid, rs in runs.items() if any(r["phase"] == "final" for r in rs)]
+        if finished:
+            chosen[task].extend(runs[max(finished)])
+    return dict(chosen)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
