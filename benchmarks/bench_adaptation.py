@@ -278,6 +278,7 @@ class Task:
                     [self.method_loss(model, method, inputs, styles, forced_head=j).item() for j in range(method.heads)])
         if usage:
             out["mi"] = mutual_information(torch.stack(usage)).tolist()
+            out["layers"] = [name for name, _ in hydralora.hydra_layers(model)]
         model.train()
         return out
 
@@ -697,8 +698,8 @@ class Recorder:
         rows = [{**base, "metric": "loss", "style": styles[k], "head": "", "value": f"{v:.6g}"}
                 for k, v in enumerate(result["loss"])]
         rows.append({**base, "metric": "loss", "style": "mean", "head": "", "value": f"{statistics.fmean(result['loss']):.6g}"})
-        for layer, mi in enumerate(result.get("mi", [])):
-            rows.append({**base, "metric": "mi_bits", "style": "", "head": f"layer{layer}", "value": f"{mi:.6f}"})
+        for layer, (mi, name) in enumerate(zip(result.get("mi", []), result.get("layers", []))):
+            rows.append({**base, "metric": "mi_bits", "style": "", "head": f"layer{layer}:{name}", "value": f"{mi:.6f}"})
         for k, row in enumerate(result.get("forced", [])):
             for j, v in enumerate(row):
                 rows.append({**base, "metric": "forced_head_loss", "style": styles[k], "head": j, "value": f"{v:.6g}"})

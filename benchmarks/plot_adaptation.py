@@ -40,6 +40,13 @@ def latest_runs(rows: list[dict], size: str, run_id: str | None) -> dict[str, li
     return dict(chosen)
 
 
+def short_layer(label: str) -> str:
+    """'layer9:blocks.2.proj' -> 'blocks.2.proj' (rows before the names were recorded: '9')."""
+    index, _, name = label.partition(":")
+    name = name.replace("transformer_blocks", "tb").replace("single_tb", "stb").replace(".attn.", ".")
+    return name or index.replace("layer", "")
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -111,7 +118,7 @@ def plot(rows_by_task: dict[str, list[dict]], out: Path) -> None:
                       for layer in layers]
             ax.bar([j + (i - (len(routers) - 1) / 2) * width for j in range(len(layers))], [v[0] for v in values],
                    width, yerr=[v[1] for v in values], capsize=2, color=COLOURS[m], label=f"{m} router")
-        ax.set_xticks(range(len(layers)), [layer.replace("layer", "") for layer in layers], fontsize=6)
+        ax.set_xticks(range(len(layers)), [short_layer(layer) for layer in layers], fontsize=5, rotation=90)
         ax.set_xlabel("adapted layer (module order)")
         ax.set_ylabel("I(style; head), bits")
         forced = [r for r in finals if r["metric"] == "forced_head_loss"]
@@ -123,8 +130,10 @@ def plot(rows_by_task: dict[str, list[dict]], out: Path) -> None:
         ax.set_title(title, fontsize=9)
         if routers:
             ax.legend(fontsize=7)
+        runs = sorted({(r["date"], r["commit"]) for r in finals if r["method"] != "base"})
         fig.text(0.01, 1 - (index + 1) / len(tasks) + 0.005,
-                 f"{task}: {info['date']}, commit {info['commit']}, {info['machine']}", fontsize=6, color="gray")
+                 f"{task}: " + "; ".join(f"{d}, commit {c}" for d, c in runs) + f"; {info['machine']}",
+                 fontsize=6, color="gray")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
