@@ -38,7 +38,7 @@ def test_evaluate_and_ablate_refuse_a_folder_in_use(tmp_path, command):
     out = tmp_path / "eval"
     with output_lock(out, "another run"), pytest.raises(SystemExit, match=f"ptta {command}: .* is in use by another run"):
         main([command, "--out", str(out), "--manifest", str(tmp_path / "missing.csv")])
-    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # the refused run wrote nothing
 
 
 def test_rebuilding_a_held_folder_keeps_its_lock_file(tmp_path):
@@ -53,3 +53,16 @@ def test_rebuilding_a_held_folder_keeps_its_lock_file(tmp_path):
         with pytest.raises(RuntimeError, match="in use by ptta cache --overwrite"):
             with output_lock(folder, "second"):
                 pass
+
+
+def test_a_folder_the_lock_created_is_gone_again_when_the_run_wrote_nothing(tmp_path):
+    with pytest.raises(ValueError), output_lock(tmp_path / "new", "a failing run"):
+        raise ValueError("bad config")
+    assert not (tmp_path / "new").exists()
+    with output_lock(tmp_path / "used", "a run"):
+        (tmp_path / "used" / "out.txt").write_text("kept")
+    assert (tmp_path / "used" / "out.txt").read_text() == "kept"
+    (tmp_path / "existing").mkdir()
+    with output_lock(tmp_path / "existing", "a run"):
+        pass
+    assert (tmp_path / "existing").is_dir()

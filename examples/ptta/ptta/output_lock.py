@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -37,15 +38,17 @@ _PART_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 def empty_folder(folder: str | Path) -> None:
     """Delete everything in `folder` but its lock files (a run rebuilding a folder it holds:
     removing the held lock file would let a second run lock a new file of the same name)."""
-    import shutil
-
     for entry in Path(folder).iterdir():
-        if entry.name.startswith(".ptta") and entry.name.endswith(".lock"):
+        if _is_lock_file(entry):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def _is_lock_file(entry: Path) -> bool:
+    return entry.name.startswith(".ptta") and entry.name.endswith(".lock")
 
 
 class OutputFolderInUse(RuntimeError):
@@ -59,7 +62,8 @@ def output_lock(folder: str | Path, command: str, part: str | None = None) -> It
     `command` describes the holder to whoever is refused, e.g. "ptta curate" or "ptta curate
     --shard-index 1 --num-shards 4". With `part` (letters, digits, `_.-`, e.g. "shard-1-of-4"),
     only that part of the folder is held (see the module docstring). Raises OutputFolderInUse,
-    naming the folder and the holder, when the folder or that part is held already.
+    naming the folder and the holder, when the folder or that part is held already. A folder this
+    call created and the run left empty (it failed before writing anything) is removed again.
 
         with output_lock(out_dir, command="ptta curate"):
             ...  # nothing else that takes this lock writes into out_dir meanwhile
@@ -67,6 +71,7 @@ def output_lock(folder: str | Path, command: str, part: str | None = None) -> It
     folder = Path(folder)
     if part is not None and not _PART_NAME.fullmatch(part):
         raise ValueError(f"output_lock part {part!r}: use only letters, digits and _.-")
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     whole = folder / LOCK_FILE
     with ExitStack() as held:
@@ -82,7 +87,12 @@ def output_lock(folder: str | Path, command: str, part: str | None = None) -> It
             part_file = folder / f".ptta-{part}.lock"
             held.enter_context(_held(part_file, command, exclusive=True, what=f"{folder} ({part})",
                                      holders=lambda: _description(part_file)))
-        yield folder
+        try:
+            yield folder
+        finally:
+            # removed while still held, so no second run can be holding a lock file in it
+            if created and part is None and all(_is_lock_file(entry) for entry in folder.iterdir()):
+                shutil.rmtree(folder)
 
 
 @contextmanager
