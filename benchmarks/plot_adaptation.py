@@ -37,7 +37,7 @@ def latest_runs(rows: list[dict], size: str, run_id: str | None) -> dict[str, li
         finished = [rid for rid, rs in runs.items() if any(r["phase"] == "final" for r in rs)]
         if finished:
             chosen[task].extend(runs[max(finished)])
-    return dict(chosen)
+    return {task: rows for task, rows in chosen.items() if any(r["method"] != "base" for r in rows)}
 
 
 def short_layer(label: str) -> str:
