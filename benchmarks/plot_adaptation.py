@@ -59,7 +59,7 @@ def plot(rows_by_task: dict[str, list[dict]], out: Path) -> None:
 
     tasks = sorted(rows_by_task, key=lambda t: (t != "charlm", t))
     fig, axes = plt.subplots(len(tasks), 3, figsize=(16, 4.4 * len(tasks)), squeeze=False)
-    for index, (row, task) in enumerate(zip(axes, tasks)):
+    for row, task in zip(axes, tasks):
         rows = rows_by_task[task]
         finals = [r for r in rows if r["phase"] == "final"]
         losses = [r for r in finals if r["metric"] == "loss"]
@@ -131,9 +131,8 @@ def plot(rows_by_task: dict[str, list[dict]], out: Path) -> None:
         if routers:
             ax.legend(fontsize=7)
         runs = sorted({(r["date"], r["commit"]) for r in finals if r["method"] != "base"})
-        fig.text(0.01, 1 - (index + 1) / len(tasks) + 0.005,
-                 f"{task}: " + "; ".join(f"{d}, commit {c}" for d, c in runs) + f"; {info['machine']}",
-                 fontsize=6, color="gray")
+        row[1].set_xlabel(f"{task}: " + "; ".join(f"{d}, commit {c}" for d, c in runs) + f"; {info['machine']}",
+                          fontsize=6, color="gray")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
