@@ -25,11 +25,11 @@ from ptta.evaluate.command import (
     build_scorers,
     evaluate_records,
     report_failures,
+    run_holding_out,
     sample_protocol,
 )
 from ptta.evaluate.generation import MethodSpec
 from ptta.evaluate.protocol import ManifestError, read_videos
-from ptta.output_lock import OutputFolderInUse, output_lock
 from ptta.rendering import resolve_adapter_dir
 
 DEFAULT_HEADS = "2,4,8,12"
@@ -124,12 +124,7 @@ def collect_records(args: argparse.Namespace, heads: list[int]) -> tuple[list, l
 
 
 def run(args: argparse.Namespace) -> int:
-    # one run at a time per output folder: two would sample and score into the same files
-    try:
-        with output_lock(args.out, "ptta ablate"):
-            return _run(args)
-    except OutputFolderInUse as error:
-        raise SystemExit(f"ptta ablate: {error}") from error
+    return run_holding_out(args, "ptta ablate", _run)
 
 
 def _run(args: argparse.Namespace) -> int:

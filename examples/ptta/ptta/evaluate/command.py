@@ -180,6 +180,16 @@ def evaluate_records(records: list, scorers: list, out_dir: Path, title: str, me
     return len(failed)
 
 
+def run_holding_out(args: argparse.Namespace, command: str, body: Callable[[argparse.Namespace], int]) -> int:
+    """`body(args)` while holding --out: two runs into one folder would sample and score into the
+    same files, so a second one stops at once naming the holder."""
+    try:
+        with output_lock(args.out, command):
+            return body(args)
+    except OutputFolderInUse as error:
+        raise SystemExit(f"{command}: {error}") from error
+
+
 def report_failures(command: str, failed: int, total: int, out_dir: Path) -> int:
     """The exit status of an evaluation: 0, or 1 with one line on stderr saying how many videos failed
     and where to read why."""
@@ -230,12 +240,7 @@ def collect_records(args: argparse.Namespace,
 
 
 def run(args: argparse.Namespace) -> int:
-    # one run at a time per output folder: two would sample and score into the same files
-    try:
-        with output_lock(args.out, "ptta evaluate"):
-            return _run(args)
-    except OutputFolderInUse as error:
-        raise SystemExit(f"ptta evaluate: {error}") from error
+    return run_holding_out(args, "ptta evaluate", _run)
 
 
 def _run(args: argparse.Namespace) -> int:
