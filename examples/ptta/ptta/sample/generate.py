@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ptta.models.hunyuan_video import check_frame_count, check_resolution, resolve_model_dir
 from ptta.rendering import (
@@ -35,9 +34,6 @@ from ptta.train.heads import caption_head_weights, read_caption_heads
 # HunyuanVideo's frame rate: used for adapters that record no training fps (and for the base model)
 DEFAULT_FPS = 24.0
 SAMPLES_INDEX_FILE = "samples.jsonl"
-
-if TYPE_CHECKING:
-    pass
 
 
 def generate_videos(
@@ -137,8 +133,9 @@ def _prompt_head_weights(pipe, prompt: str, head_weights, caption_heads) -> tupl
         return [float(w) for w in head_weights], "--heads"
     if caption_heads is None:
         return None, None
-    import hydralora
     import torch
+
+    import hydralora
 
     names, tags = caption_heads
     weights = caption_head_weights(prompt, names, tags)
