@@ -22,6 +22,7 @@ from ptta.curate.aesthetic import AestheticScorer
 from ptta.curate.clip_writer import BackgroundClipWriter, ClipWriteError, resample_times
 from ptta.curate.clips import TIMESTAMP_TOLERANCE, ClipCutter, ClipSpan
 from ptta.curate.flow import FlowTracker
+from ptta.curate.frame_memory import keep_freed_frame_memory
 from ptta.curate.probe import InputError, VideoInfo, video_id
 from ptta.curate.records import OUTPUT_FOLDERS, clip_record, video_id_of_output, video_record, write_video_record
 from ptta.curate.settings import CurateSettings
@@ -80,6 +81,8 @@ class VideoCurator:
         self.out_dir = out_dir
         self.scorer = scorer
         self.codec_threads = codec_threads
+        # Each video would otherwise fault its frame pool in afresh (frame_memory.py).
+        keep_freed_frame_memory()
 
     def run(self, path: str | Path) -> dict:
         """Curate `path`, write its record under out/videos/, and return it. Never raises for bad input."""
