@@ -13,7 +13,8 @@ from safetensors import safe_open
 from test_train_fixtures import make_config_dict, tiny_model_dir  # noqa: F401
 
 from ptta.assets import big_buck_bunny_path
-from ptta.cache.build import CacheError, build_cache, read_clip_frames, shard_path
+from ptta.cache.buckets import choose_bucket, fit_clip, resample_frames
+from ptta.cache.build import CacheError, _prepare_clip, build_cache, read_clip_frames, shard_path
 from ptta.cache.manifest import read_selected_clips
 from ptta.config import config_from_dict
 from ptta.curate.clip_source import SourceClipReader
@@ -52,6 +53,28 @@ def test_frames_read_from_sources_equal_those_of_the_written_clips(curated):
             got, fps, label = read_clip_frames(source_clip, reader)
             assert fps == want_fps and "frames" in label
             np.testing.assert_array_equal(got, want, err_msg=source_clip.id)
+
+
+@pytest.mark.parametrize("fps", [24.0, 10.0])
+def test_a_clip_prepared_for_its_bucket_converts_only_the_kept_frames_into_the_same_pixels(curated, tmp_path, fps,
+                                                                                           monkeypatch):
+    config = config_from_dict(make_config_dict("tiny", curated / "manifest.jsonl", tmp_path / "cache",
+                                               tmp_path / "run", data={"frame_buckets": [5, 9], "fps": fps}))
+    converted = []
+    for manifest in ("manifest.jsonl", "sources.jsonl"):
+        with SourceClipReader() as reader:
+            for clip in read_selected_clips(curated / manifest):
+                # What the cache did before: every frame to RGB, resampled, then the bucket's middle.
+                every, source_fps, _ = read_clip_frames(clip, reader)
+                resampled = resample_frames(every, source_fps, fps)
+                bucket = choose_bucket(len(resampled), *every.shape[1:3], [5, 9], config.data.resolution_buckets)
+                with monkeypatch.context() as patch:
+                    patch.setattr(np, "stack", lambda arrays, _stack=np.stack: converted.append(len(arrays)) or
+                                  _stack(arrays))
+                    got, got_bucket, got_fps = _prepare_clip(clip, config, reader)
+                assert (got_bucket, got_fps) == (bucket, source_fps)
+                np.testing.assert_array_equal(got, fit_clip(resampled, bucket), err_msg=f"{manifest} {clip.id}")
+                assert converted[-1] == bucket.frames < len(every)
 
 
 def cache_config(model_dir: Path, manifest: Path, cache_dir: Path):

@@ -66,16 +66,24 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
 
     Meant for short clips such as generated samples; use `iter_frames` for long footage.
     """
+    frames, rate = decode_video(path)
+    return np.stack([frame.to_ndarray(format="rgb24") for frame in frames]), rate
+
+
+def decode_video(path: str | Path) -> tuple[list[av.VideoFrame], float]:
+    """All decoded frames of a short video, in the decoder's pixel format, and its frame rate: for a
+    caller that converts only some of them to RGB (`frame.to_ndarray(format="rgb24")`, as
+    `read_video` does for every frame). ValueError naming the file when nothing decodes."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         stream.thread_type = "AUTO"
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        frames = list(container.decode(stream))
     if not frames:
         raise ValueError(f"{path}: no decodable video frames")
     if not rate:
         raise ValueError(f"{path}: the video stream has no frame rate")
-    return np.stack(frames), float(rate)
+    return frames, float(rate)
 
 
 def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float, crf: int = 18,

@@ -44,10 +44,7 @@ def fit_clip(frames: np.ndarray, bucket: Bucket) -> np.ndarray:
     import cv2
     import numpy as np
 
-    if len(frames) < bucket.frames:
-        raise ValueError(f"clip has {len(frames)} frames, bucket {bucket.key} needs {bucket.frames}")
-    start = (len(frames) - bucket.frames) // 2
-    frames = frames[start:start + bucket.frames]
+    frames = frames[middle_frames(len(frames), bucket)]
     h, w = frames.shape[1:3]
     scale = max(bucket.height / h, bucket.width / w)
     new_h, new_w = max(bucket.height, round(h * scale)), max(bucket.width, round(w * scale))
@@ -60,20 +57,34 @@ def fit_clip(frames: np.ndarray, bucket: Bucket) -> np.ndarray:
     return out
 
 
+def middle_frames(count: int, bucket: Bucket) -> slice:
+    """The bucket's frames among a clip's `count` (at the training rate): the middle ones."""
+    if count < bucket.frames:
+        raise ValueError(f"clip has {count} frames, bucket {bucket.key} needs {bucket.frames}")
+    start = (count - bucket.frames) // 2
+    return slice(start, start + bucket.frames)
+
+
 def resample_frames(frames: np.ndarray, source_fps: float, fps: float) -> np.ndarray:
     """Frames of a constant-rate clip at `fps`: for each output time k/fps, the source frame nearest
     in time. Output times run while a source frame lies within half a source frame interval of them
     (k * source_fps / fps <= len(frames) - 0.5), so equal rates keep every frame and a measured rate
     a little off the nominal one loses none (97 frames at 24.01 or 23.976 fps give 97 at 24 fps),
     while no trailing frame is repeated. Equal rates return `frames` as is."""
+    positions = resampled_positions(len(frames), source_fps, fps)
+    return frames if source_fps == fps else frames[positions]
+
+
+def resampled_positions(count: int, source_fps: float, fps: float) -> np.ndarray:
+    """Which of a clip's `count` frames at `source_fps` make it at `fps` (resample_frames)."""
     import numpy as np
 
     if source_fps <= 0 or fps <= 0:
         raise ValueError(f"frame rates must be > 0, got source {source_fps} and target {fps}")
     if source_fps == fps:
-        return frames
+        return np.arange(count)
     # the 1e-9 only absorbs float rounding of an exact half-interval tie, which counts as inside
-    count = max(1, int(np.floor((len(frames) - 0.5) * fps / source_fps + 1e-9)) + 1)
-    nearest = np.floor(np.arange(count) * source_fps / fps + 0.5).astype(int)
+    total = max(1, int(np.floor((count - 0.5) * fps / source_fps + 1e-9)) + 1)
+    nearest = np.floor(np.arange(total) * source_fps / fps + 0.5).astype(int)
     # a tie at the last frame's half interval rounds up past the end: take the last frame
-    return frames[np.minimum(nearest, len(frames) - 1)]
+    return np.minimum(nearest, count - 1)

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ptta.cache.buckets import Bucket, choose_bucket, fit_clip, resample_frames
+from ptta.cache.buckets import Bucket, choose_bucket, fit_clip, middle_frames, resampled_positions
 from ptta.cache.manifest import SelectedClip, read_selected_clips
 from ptta.config import TrainConfig
 from ptta.curate.read_ahead import read_ahead
@@ -199,20 +199,48 @@ def skipped_clips(cache_dir: str | Path) -> list[dict]:
     return out
 
 
-def read_clip_frames(clip: SelectedClip, reader) -> tuple[np.ndarray, float, str]:
-    """(RGB frames (N, H, W, 3), the clip's frame rate, what they were read from): from the written
-    clip while it exists, else from its source through `reader` (a curate.clip_source.SourceClipReader)."""
-    from ptta.curate.clip_source import ClipAddress
-    from ptta.video_io import read_video
+@dataclass(frozen=True)
+class ClipFrames:
+    """A clip whose frame count, rate and size are known and whose RGB frames are made on demand:
+    only the frames its bucket keeps are scaled and converted (a 97-frame bucket of a 5 s clip
+    leaves 23 of 120, the 9-frame buckets of the tiny model 111)."""
+
+    count: int
+    fps: float
+    size: tuple[int, int]  # (width, height)
+    label: str  # what the frames are read from, for messages
+    rgb: Callable[[Sequence[int]], np.ndarray]  # positions -> (len(positions), H, W, 3) uint8
+
+
+def open_clip(clip: SelectedClip, reader) -> ClipFrames:
+    """The clip from its written file while that exists, else from its source through `reader` (a
+    curate.clip_source.SourceClipReader). A written clip is decoded here; a frame range when its
+    frames are asked for."""
+    from ptta.curate.clip_source import ClipAddress, written_rate
+    from ptta.video_io import decode_video
 
     if clip.path is not None and (clip.path.is_file() or clip.address is None):
         if not clip.path.is_file():
             raise FileNotFoundError(f"clip file {clip.path} does not exist")
-        frames, fps = read_video(clip.path)  # ValueError naming the file when nothing decodes
-        return frames, fps, str(clip.path)
+        decoded, fps = decode_video(clip.path)  # ValueError naming the file when nothing decodes
+
+        def written_rgb(positions: Sequence[int]) -> np.ndarray:
+            import numpy as np
+
+            # as video_io.read_video converts every frame
+            return np.stack([decoded[p].to_ndarray(format="rgb24") for p in positions])
+
+        return ClipFrames(len(decoded), fps, (decoded[0].width, decoded[0].height), str(clip.path), written_rgb)
     address = ClipAddress.from_row({**clip.address, "id": clip.id})
-    frames, fps = reader.read_rgb(address)
-    return frames, fps, f"clip {clip.id} (frames {address.first_frame}-{address.first_frame + address.source_frames - 1} of {address.source})"
+    label = f"clip {clip.id} (frames {address.first_frame}-{address.first_frame + address.source_frames - 1} of {address.source})"
+    return ClipFrames(address.frames, written_rate(address.fps), address.size, label,
+                      lambda positions: reader.read_rgb(address, positions)[0])
+
+
+def read_clip_frames(clip: SelectedClip, reader) -> tuple[np.ndarray, float, str]:
+    """(every RGB frame (N, H, W, 3), the clip's frame rate, what they were read from) of open_clip."""
+    frames = open_clip(clip, reader)
+    return frames.rgb(range(frames.count)), frames.fps, frames.label
 
 
 def _check_sources(clips: list[SelectedClip]) -> None:
@@ -237,15 +265,16 @@ def _check_sources(clips: list[SelectedClip]) -> None:
 
 def _prepare_clip(clip: SelectedClip, config: TrainConfig, reader) -> tuple[np.ndarray, Bucket, float]:
     """(the clip's frames at data.fps fitted to its bucket, (F, H, W, 3) uint8; the bucket; the
-    clip's own frame rate)."""
-    frames, source_fps, label = read_clip_frames(clip, reader)
-    frames = resample_frames(frames, source_fps, config.data.fps)
-    bucket = choose_bucket(len(frames), frames.shape[1], frames.shape[2], config.data.frame_buckets,
-                           config.data.resolution_buckets)
+    clip's own frame rate). Only the frames the bucket keeps are converted (ClipFrames)."""
+    frames = open_clip(clip, reader)
+    positions = resampled_positions(frames.count, frames.fps, config.data.fps)
+    width, height = frames.size
+    bucket = choose_bucket(len(positions), height, width, config.data.frame_buckets, config.data.resolution_buckets)
     if bucket is None:
-        raise ValueError(f"{label}: {len(frames)} frames at {config.data.fps:g} fps (source {source_fps:g} fps), "
-                         f"fewer than the smallest frame bucket {min(config.data.frame_buckets)}")
-    return fit_clip(frames, bucket), bucket, source_fps
+        raise ValueError(f"{frames.label}: {len(positions)} frames at {config.data.fps:g} fps (source "
+                         f"{frames.fps:g} fps), fewer than the smallest frame bucket {min(config.data.frame_buckets)}")
+    kept = positions[middle_frames(len(positions), bucket)]
+    return fit_clip(frames.rgb(kept.tolist()), bucket), bucket, frames.fps
 
 
 def _vae_encode(pipe, frames: np.ndarray, device):

@@ -18,7 +18,7 @@ restart, frames without timestamps) is decoded from its first frame instead and 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -206,11 +206,14 @@ class SourceClipReader:
             self._open.close()
             self._open = None
 
-    def read(self, address: ClipAddress, out_size: tuple[int, int] | None | str = "auto") -> list[av.VideoFrame]:
+    def read(self, address: ClipAddress, out_size: tuple[int, int] | None | str = "auto",
+             positions: Sequence[int] | None = None) -> list[av.VideoFrame]:
         """The frames a clip written for `address` would hold, in yuv420p (the encoder's input).
 
         `out_size` is curation's --resize; "auto" takes it from the address (no resizing where
         the clip has the upright source's size, which a resize to that size would leave equal).
+        `positions` (indices among the clip's `address.frames` frames) returns only those, and
+        resizes only those: every frame of the clip is still decoded and checked.
         """
         try:
             source_frames, end = self._source_frames(address)
@@ -224,11 +227,12 @@ class SourceClipReader:
         if out_size == "auto":
             info = self._open.source.info
             out_size = None if address.size == (info.width, info.height) else address.size
-        return output_frames(source_frames, times, out_size)
+        return output_frames(source_frames, times, out_size, positions)
 
-    def read_rgb(self, address: ClipAddress) -> tuple[np.ndarray, float]:
-        """(frames (N, H, W, 3) uint8, frame rate) as `video_io.read_video` reads the written clip."""
-        frames = self.read(address)
+    def read_rgb(self, address: ClipAddress, positions: Sequence[int] | None = None) -> tuple[np.ndarray, float]:
+        """(frames (N, H, W, 3) uint8, frame rate) as `video_io.read_video` reads the written clip;
+        `positions` as for `read`."""
+        frames = self.read(address, positions=positions)
         rgb = np.stack([clip_rgb(frame) for frame in frames])
         return rgb, written_rate(address.fps)
 

@@ -12,6 +12,7 @@ before the next clip starts: it marks its clip (`clip_path` None, `error` set) a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,18 +45,21 @@ def resample_times(start: float, end: float, fps: float) -> np.ndarray:
     return start + np.arange(count) / fps
 
 
-def output_frames(frames: list[tuple[float, av.VideoFrame]], times: np.ndarray,
-                  out_size: tuple[int, int] | None) -> list[av.VideoFrame]:
+def output_frames(frames: list[tuple[float, av.VideoFrame]], times: np.ndarray, out_size: tuple[int, int] | None,
+                  positions: Sequence[int] | None = None) -> list[av.VideoFrame]:
     """The frames a clip is made of: for each output time the source frame shown then, resized if asked.
 
     What is encoded into a written clip, and what `ptta cache` reads from the source for a clip
-    that was not written (`clip_source.py`), so the two cannot disagree.
+    that was not written (`clip_source.py`), so the two cannot disagree. `positions` (indices into
+    `times`) returns only those frames, and resizes only those.
     """
     source_times = np.array([t for t, _ in frames])
     # For each output time, the latest source frame shown at that moment. Without the tolerance, a
     # Matroska frame stamped 0.042 s (really 1/24 s) would count as not yet shown at 1/24 s, and a
     # third of the frames of a 24 fps mkv would be dropped and the one before shown twice.
     picked = np.clip(np.searchsorted(source_times, times + TIMESTAMP_TOLERANCE, side="right") - 1, 0, len(frames) - 1)
+    if positions is not None:
+        picked = picked[np.asarray(positions, dtype=int)]
     if out_size is None:
         return [frames[k][1] for k in picked]
     resized = {k: cover_crop(frames[k][1], out_size) for k in set(picked.tolist())}
