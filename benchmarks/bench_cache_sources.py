@@ -1,14 +1,24 @@
 """`ptta cache` throughput on written clips against the same clips read from their sources.
 
-Big Buck Bunny (720p) and the 1080p synthetic demo set are curated once with --write-clips (at
-source size, and scaled to 848x480 as for training); the manifest is cached with the embedded tiny
-HunyuanVideo on the CPU (buckets of 9 frames at 240x432: the tiny VAE takes about 2 minutes for a
-33-frame 480x848 clip on this CPU, where reading would not show at all), from the clip files and from the frame
-ranges (no clip file), with the clips read in line (READ_AHEAD_CLIPS = 0, as before frame ranges)
-and on the read-ahead thread (1, the default). Each repeat runs every mode once, in turn. The
-tiny VAE is cheap, so reading weighs far more here than beside HunyuanVideo's VAE: the worst case
-for frame ranges. Rows: median wall seconds per clip of `--repeats` runs (pipeline load included,
-about the same in every mode).
+Big Buck Bunny (720p) and the 1080p synthetic demo set are curated once with --write-clips, at
+source size and scaled to 848x480 as for training. Each manifest is cached from the clip files
+("written") and from the same clips as frame ranges without files ("ranges"), timed two ways:
+
+* stage "read": every clip prepared as `ptta cache` prepares it (read, resampled to data.fps, the
+  bucket's frames scaled, converted and fitted: cache.build._prepared_clips), without the VAE.
+  This is all that frame ranges change.
+* stage "cache": `ptta cache` end to end (pipeline load included), with the clips read in line
+  (READ_AHEAD_CLIPS = 0, as before frame ranges) and one clip ahead on a thread (1, the default).
+
+`--vae tiny` (default) uses the embedded tiny HunyuanVideo, whose VAE costs next to nothing, so
+reading weighs far more than beside HunyuanVideo's VAE: the worst case for frame ranges.
+`--vae full` puts HunyuanVideo's VAE at its real size in its place (diffusers'
+AutoencoderKLHunyuanVideo default configuration with random weights; its speed does not depend on
+their values). On a CPU that VAE takes about a minute for one 9x240x432 clip, so it is for a GPU:
+`--vae full --device cuda --frame-buckets 33 65 97 --resolution 480x848` (the paper's buckets).
+`--stages read` times the read alone (no model is loaded). Each repeat runs every mode once, in
+turn. Rows: median wall seconds of `--repeats` runs, per clip, and the ratio to the
+written clips in the same stage (read in line for the cache stage).
 
     python benchmarks/bench_cache_sources.py            # appends to benchmarks/results/cache_sources.csv
 """
@@ -28,15 +38,18 @@ from results_csv import append_rows, git_commit
 
 from ptta.assets import big_buck_bunny_path
 from ptta.cache import build
+from ptta.cache.manifest import read_selected_clips
 from ptta.config import config_from_dict
 from ptta.curate.aesthetic import ImageStatisticsProxyScorer
+from ptta.curate.clip_source import SourceClipReader
 from ptta.curate.settings import CurateSettings
 from ptta.curate.video_task import VideoCurator
 from ptta.synthetic import make_demo_set
 
 RESULTS_CSV = Path(__file__).parent / "results" / "cache_sources.csv"
-COLUMNS = ("date", "commit", "machine", "clips_at", "clips", "frames_read", "mode", "read_ahead", "seconds",
-           "seconds_per_clip", "over_written_in_line")  # fmt: skip
+COLUMNS = ("date", "commit", "machine", "device", "vae", "bucket", "clips_at", "clips", "frames_read", "stage",
+           "mode", "read_ahead", "seconds", "seconds_per_clip", "over_written_in_line")  # fmt: skip
+CLIP_SIZES = (None, (848, 480))  # at source size, and scaled as for training
 
 
 def curated_manifests(scratch: Path, out_size) -> tuple[Path, Path, int, int]:
@@ -55,45 +68,117 @@ def curated_manifests(scratch: Path, out_size) -> tuple[Path, Path, int, int]:
     return written, ranges, len(rows), sum(row["frames"] for row in rows)
 
 
-def cache_seconds(model_dir: str, manifest: Path, cache_dir: Path, read_ahead: int) -> float:
-    config = config_from_dict({"model": model_dir, "output_dir": str(cache_dir.parent / "run"),
-                               "data": {"manifest": str(manifest), "cache_dir": str(cache_dir), "frame_buckets": [9],
-                                        "resolution_buckets": [[240, 432]], "shard_size": 4}})
+def model_with_vae(scratch: Path, vae: str) -> str:
+    """The tiny model's folder, its VAE replaced by HunyuanVideo's full-size one for `vae` "full"."""
+    from ptta.models.tiny_hunyuan_video import save_tiny_model
+
+    model_dir = save_tiny_model(scratch / "model")
+    if vae == "full":
+        import shutil
+
+        from diffusers import AutoencoderKLHunyuanVideo
+
+        shutil.rmtree(model_dir / "vae")
+        # The cache loads the VAE and the text encoders only, so the tiny transformer's latent
+        # channels (which no longer match) are never used.
+        AutoencoderKLHunyuanVideo().save_pretrained(model_dir / "vae")
+    return str(model_dir)
+
+
+def cache_config(model_dir: str, manifest: Path, cache_dir: Path, frame_buckets: list[int],
+                 resolution: tuple[int, int]):
+    return config_from_dict({"model": model_dir, "output_dir": str(cache_dir.parent / "run"),
+                             "data": {"manifest": str(manifest), "cache_dir": str(cache_dir),
+                                      "frame_buckets": frame_buckets, "resolution_buckets": [list(resolution)],
+                                      "shard_size": 4}})  # fmt: skip
+
+
+def read_seconds(config) -> float:
+    """Seconds to prepare every clip of the manifest as `ptta cache` does, without the VAE (every
+    clip must fill a frame bucket)."""
+    clips = read_selected_clips(config.manifest_path)
+    began = time.perf_counter()
+    with SourceClipReader() as reader:
+        for clip, prepared in build._prepared_clips(clips, config, reader):
+            if isinstance(prepared, Exception):
+                raise RuntimeError(f"{clip.id}: {prepared}")
+    return time.perf_counter() - began
+
+
+def cache_seconds(config, read_ahead: int, device: str) -> float:
     build.READ_AHEAD_CLIPS = read_ahead
     began = time.perf_counter()
-    build.build_cache(config, overwrite=True, device="cpu", progress=False)
+    build.build_cache(config, overwrite=True, device=device, progress=False)
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
     return time.perf_counter() - began
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    return "cpu"
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--resolution {text!r}: expected HEIGHTxWIDTH, e.g. 480x848") from None
+    return height, width
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--vae", choices=("tiny", "full"), default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--frame-buckets", type=int, nargs="+", default=[9])
+    parser.add_argument("--resolution", type=parse_resolution, default=(240, 432), help="HEIGHTxWIDTH")
+    parser.add_argument("--stages", nargs="+", choices=("read", "cache"), default=["read", "cache"])
     parser.add_argument("--csv", type=Path, default=RESULTS_CSV)
     args = parser.parse_args()
-    from ptta.models.tiny_hunyuan_video import save_tiny_model
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        model_dir = str(save_tiny_model(scratch / "tiny"))
+        model_dir = model_with_vae(scratch, args.vae) if "cache" in args.stages else "tiny"
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
         load_before = load_average()
+        buckets = "/".join(map(str, args.frame_buckets)) + " frames at " + "x".join(map(str, args.resolution))
+        common = {"date": stamp, "commit": git_commit(), "device": device_name(args.device),
+                  "vae": args.vae if "cache" in args.stages else "", "bucket": buckets}  # fmt: skip
         rows = []
-        for out_size in (None, (848, 480)):
+        for out_size in CLIP_SIZES:
             written, ranges, clips, frames = curated_manifests(scratch, out_size)
-            modes = [("written", written, 0), ("written", written, 1), ("ranges", ranges, 0), ("ranges", ranges, 1)]
-            cache_seconds(model_dir, written, scratch / "warm", 1)  # imports and first-call costs
+            configs = {name: cache_config(model_dir, manifest, scratch / "cache", args.frame_buckets, args.resolution)
+                       for name, manifest in (("written", written), ("ranges", ranges))}  # fmt: skip
+            modes = [mode for mode in (("read", "written", None), ("read", "ranges", None), ("cache", "written", 0),
+                                       ("cache", "written", 1), ("cache", "ranges", 0), ("cache", "ranges", 1))
+                     if mode[0] in args.stages]  # fmt: skip
+            # imports and first-call costs
+            if "cache" in args.stages:
+                cache_seconds(configs["written"], 1, args.device)
+            else:
+                read_seconds(configs["written"])
             seconds = {mode: [] for mode in modes}
             for _ in range(args.repeats):
-                for mode in modes:
-                    seconds[mode].append(cache_seconds(model_dir, mode[1], scratch / "cache", mode[2]))
-            baseline = statistics.median(seconds[modes[0]])
-            for (name, _, ahead), runs in seconds.items():
+                for stage, name, ahead in modes:
+                    config = configs[name]
+                    took = read_seconds(config) if stage == "read" else cache_seconds(config, ahead, args.device)
+                    seconds[(stage, name, ahead)].append(took)
+            for (stage, name, ahead), runs in seconds.items():
                 median = statistics.median(runs)
-                rows.append({"date": stamp, "commit": git_commit(), "clips_at": "source size" if out_size is None
-                             else "x".join(map(str, out_size)), "clips": clips, "frames_read": frames, "mode": name,
-                             "read_ahead": ahead, "seconds": round(median, 3), "seconds_per_clip": round(median / clips, 4),
+                baseline = statistics.median(seconds[(stage, "written", None if stage == "read" else 0)])
+                rows.append({**common, "clips_at": "source size" if out_size is None else "x".join(map(str, out_size)),
+                             "clips": clips, "frames_read": frames, "stage": stage, "mode": name,
+                             "read_ahead": "" if ahead is None else ahead, "seconds": round(median, 3),
+                             "seconds_per_clip": round(median / clips, 4),
                              "over_written_in_line": round(median / baseline, 2)})  # fmt: skip
-                print(", ".join(f"{k}={rows[-1][k]}" for k in ("clips_at", "mode", "read_ahead", "seconds",
+                print(", ".join(f"{k}={rows[-1][k]}" for k in ("clips_at", "stage", "mode", "read_ahead", "seconds",
                                                               "seconds_per_clip", "over_written_in_line")), flush=True)
     host = f"{machine()}, load {load_before:.1f}-{load_average():.1f}"
     for row in rows:
