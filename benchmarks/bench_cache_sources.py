@@ -49,7 +49,8 @@ from ptta.synthetic import make_demo_set
 RESULTS_CSV = Path(__file__).parent / "results" / "cache_sources.csv"
 COLUMNS = ("date", "commit", "machine", "device", "vae", "bucket", "clips_at", "clips", "frames_read", "stage",
            "mode", "read_ahead", "seconds", "seconds_per_clip", "over_written_in_line")  # fmt: skip
-CLIP_SIZES = (None, (848, 480))  # at source size, and scaled as for training
+# Clips written at source size, and scaled as for training.
+CLIP_SIZES = {"source": None, "848x480": (848, 480)}
 
 
 def curated_manifests(scratch: Path, out_size) -> tuple[Path, Path, int, int]:
@@ -140,6 +141,8 @@ def main() -> None:
     parser.add_argument("--frame-buckets", type=int, nargs="+", default=[9])
     parser.add_argument("--resolution", type=parse_resolution, default=(240, 432), help="HEIGHTxWIDTH")
     parser.add_argument("--stages", nargs="+", choices=("read", "cache"), default=["read", "cache"])
+    parser.add_argument("--clips-at", nargs="+", choices=tuple(CLIP_SIZES), default=list(CLIP_SIZES),
+                        help="the size the written clips were curated at (the frame ranges are the same clips)")
     parser.add_argument("--csv", type=Path, default=RESULTS_CSV)
     args = parser.parse_args()
 
@@ -151,8 +154,8 @@ def main() -> None:
         buckets = "/".join(map(str, args.frame_buckets)) + " frames at " + "x".join(map(str, args.resolution))
         common = {"date": stamp, "commit": git_commit(), "device": device_name(args.device),
                   "vae": args.vae if "cache" in args.stages else "", "bucket": buckets}  # fmt: skip
-        rows = []
-        for out_size in CLIP_SIZES:
+        for out_size in (CLIP_SIZES[name] for name in args.clips_at):
+            rows = []
             written, ranges, clips, frames = curated_manifests(scratch, out_size)
             configs = {name: cache_config(model_dir, manifest, scratch / "cache", args.frame_buckets, args.resolution)
                        for name, manifest in (("written", written), ("ranges", ranges))}  # fmt: skip
@@ -180,11 +183,10 @@ def main() -> None:
                              "over_written_in_line": round(median / baseline, 2)})  # fmt: skip
                 print(", ".join(f"{k}={rows[-1][k]}" for k in ("clips_at", "stage", "mode", "read_ahead", "seconds",
                                                               "seconds_per_clip", "over_written_in_line")), flush=True)
-    host = f"{machine()}, load {load_before:.1f}-{load_average():.1f}"
-    for row in rows:
-        row["machine"] = host
-    append_rows(args.csv, COLUMNS, rows)
-    print(f"{len(rows)} rows appended to {args.csv}")
+            # Appended per clip size, so that a run stopped at a time limit keeps what it measured.
+            host = f"{machine()}, load {load_before:.1f}-{load_average():.1f}"
+            append_rows(args.csv, COLUMNS, [{**row, "machine": host} for row in rows])
+            print(f"{len(rows)} rows appended to {args.csv}", flush=True)
 
 
 if __name__ == "__main__":

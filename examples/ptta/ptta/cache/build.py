@@ -17,7 +17,8 @@ frame range the manifest gives (`ptta curate` writes no clip files by default): 
 opened once for its consecutive clips, which are decoded in one forward pass, and the frames are
 those the written clip would hold (ptta.curate.clip_source). A source that is missing or changed
 since curation stops the run with its name, before any model is loaded where that can be seen
-from its size.
+from its size. Either way a clip's bucket is chosen from its frame count, rate and size first, and
+only the frames the bucket keeps are scaled and converted to RGB (ClipFrames).
 
 Shard i holds clips [i*shard_size, (i+1)*shard_size) of the manifest's selection and is written
 to a temporary name then renamed, so an interrupted run resumes at the first missing shard.
