@@ -233,9 +233,7 @@ def test_clips_the_captioner_failed_on_are_reported_and_captioned_again_with_ret
 @pytest.mark.parametrize("write", [[], ["--write-clips"]], ids=["frame-ranges", "written"])
 def test_a_killed_run_resumes_losing_only_the_video_in_flight(tmp_path, write):
     inputs = tmp_path / "in"
-    # Enough videos (each curates in about 0.1 s) that the run cannot end between its first record and the kill.
-    count = 8
-    for i in range(count):
+    for i in range(4):
         make_animation_video(inputs / f"v{i}.mp4", [ShotSpec(8.0, speed=0.5)], size=(160, 90), seed=i)
     out = tmp_path / "out"
     script = ("import argparse, sys; from ptta.curate import command as c; p = argparse.ArgumentParser(); "
@@ -248,13 +246,13 @@ def test_a_killed_run_resumes_losing_only_the_video_in_flight(tmp_path, write):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     finished = {p.name: p.stat().st_mtime_ns for p in (out / "videos").glob("*.json")}
-    assert 1 <= len(finished) < count, "the run was not caught in the middle"
+    assert 1 <= len(finished) < 4, "the run was not caught in the middle"
     assert not (out / "manifest.jsonl").exists()
 
     assert run_command("ptta.curate.command", [str(inputs), "--out", str(out), *write, "--no-progress"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "videos").glob("*.json") if p.name in finished} == finished
     rows = read_manifest(out)
-    assert len({r["video_id"] for r in rows}) == count
+    assert len({r["video_id"] for r in rows}) == 4
     written = sorted(p.name for p in (out / "clips").glob("*"))
     assert written == sorted(Path(r["clip_path"]).name for r in rows if r["clip_path"])  # nothing partial left
     selected = [r for r in rows if r["selected"]]
