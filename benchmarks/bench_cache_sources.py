@@ -81,12 +81,17 @@ def model_with_vae(scratch: Path, vae: str) -> str:
     if vae == "full":
         import shutil
 
-        from diffusers import AutoencoderKLHunyuanVideo
+        from diffusers import AutoencoderKLHunyuanVideo, HunyuanVideoTransformer3DModel
 
+        vae_model = AutoencoderKLHunyuanVideo()
         shutil.rmtree(model_dir / "vae")
-        # The cache loads the VAE and the text encoders only, so the tiny transformer's latent
-        # channels (which no longer match) are never used.
-        AutoencoderKLHunyuanVideo().save_pretrained(model_dir / "vae")
+        vae_model.save_pretrained(model_dir / "vae")
+        # The cache never loads the transformer, but the model folder is checked as a whole: the
+        # tiny transformer again, taking the full VAE's latent channels.
+        config = dict(HunyuanVideoTransformer3DModel.load_config(model_dir / "transformer"))
+        config.update(in_channels=vae_model.config.latent_channels, out_channels=vae_model.config.latent_channels)
+        shutil.rmtree(model_dir / "transformer")
+        HunyuanVideoTransformer3DModel.from_config(config).save_pretrained(model_dir / "transformer")
     return str(model_dir)
 
 
