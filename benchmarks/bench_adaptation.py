@@ -837,8 +837,8 @@ def summarise(task: Task, rows: list[dict], log) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", choices=("charlm", "video", "all"), default="charlm",
-                        help="charlm (the default; 16 min on 2 unshared cores with the pretrained model cached, measured), video (13-16 min, estimated), "
-                             "or all (both)")
+                        help="charlm (the default; 16 min on 2 unshared cores with the pretrained model cached, "
+                             "measured), video (13-16 min, estimated), or all (both)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one lr, one seed: checks the harness")
     parser.add_argument("--csv", type=Path, default=RESULTS_CSV)
     parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, help="a subset of the methods")
