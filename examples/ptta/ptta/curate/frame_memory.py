@@ -15,6 +15,7 @@ peak again on the next video anyway (590 MB either way over the 1080p synthetic 
 from __future__ import annotations
 
 import ctypes
+import functools
 import platform
 
 # mallopt parameters (glibc's malloc.h).
@@ -27,9 +28,11 @@ TRIM_THRESHOLD_BYTES = 1 << 30
 TOP_PAD_BYTES = 256 << 20
 
 
+# Once a process: platform.libc_ver() reads the interpreter's binary, and each VideoCurator calls this.
+@functools.cache
 def keep_freed_frame_memory() -> bool:
     """Tune glibc's malloc for this process as the module docstring says; whether it could (False
-    on other C libraries, which this leaves as they are). Calling it again changes nothing."""
+    on other C libraries, which this leaves as they are)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     mallopt = ctypes.CDLL(None).mallopt
